@@ -1,0 +1,20 @@
+"""kale_nbconvert: turn a Kale-tagged notebook into a Kubeflow Pipelines v2 script.
+
+``jupyter nbconvert --to kale notebook.ipynb`` runs :class:`KaleExporter`, which chains
+four preprocessors (tag merge, name analysis, parameter extraction, marshal injection)
+that fill one :class:`~kale_nbconvert.model.Pipeline`, then renders it with the
+``templates/kale`` Jinja template.
+"""
+
+__version__ = "0.1.0"
+
+from .errors import KaleError, NotebookError  # noqa: E402,F401
+
+
+def __getattr__(name):
+    # The exporter imports nbconvert, which is slow; load it only when asked for.
+    if name == "KaleExporter":
+        from .exporter import KaleExporter
+
+        return KaleExporter
+    raise AttributeError(name)

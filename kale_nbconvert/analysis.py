@@ -1,0 +1,500 @@
+"""What a piece of notebook code reads and changes: source in, facts out.
+
+Module-level statements are walked in order (order matters: ``x = x + 1`` reads the
+upstream ``x``); nested scopes (functions, lambdas, classes' methods, comprehensions)
+are handed to pyflakes, whose scope rules are Python's, to get their free names.
+
+The mutation rule (correctness first, since Python cannot be known statically):
+
+* binding ``x`` (assignment, ``for``/``with``/``except ... as``, walrus, ``def``,
+  ``class``, ``import``, ``global x`` in a called function) changes ``x``;
+* ``x[...] = v``, ``x.attr = v``, ``del x[...]``, ``x += v`` and ``x.attr += v`` change
+  ``x``;
+* a method call ``x.m(...)`` changes ``x`` unless ``m`` is a known read-only method
+  (:data:`READ_ONLY_METHODS`) called without ``inplace=True``;
+* passing ``x`` (or ``x.a``, ``x[i]``) to a call may change ``x``, unless the callee is
+  a known read-only function (:data:`READ_ONLY_FUNCTIONS`) or method;
+* using a function or class defined in the notebook reads its free names and changes
+  what its body may change.
+
+A change of ``x`` means later steps must receive ``x`` from this step.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import functools
+from dataclasses import dataclass, field
+
+READ_ONLY_FUNCTIONS = frozenset(
+    """print len isinstance issubclass type str repr int float bool complex list tuple
+    set frozenset dict sorted reversed sum min max abs round any all enumerate zip range
+    map filter hash id format display iter divmod pow ord chr bin hex oct callable
+    getattr hasattr vars dir ascii bytes bytearray memoryview slice""".split()
+)
+"""Functions that never change their arguments."""
+
+READ_ONLY_METHODS = frozenset(
+    """head tail describe info copy sum mean median mode std var sem min max idxmin
+    idxmax count value_counts unique nunique isnull isna notnull notna any all astype
+    to_numpy to_list tolist to_dict to_records to_string to_csv to_json to_parquet
+    to_pickle to_markdown to_html items keys values get index find rfind startswith
+    endswith split rsplit strip lstrip rstrip lower upper title capitalize format join
+    replace predict predict_proba predict_log_proba decision_function score transform
+    inverse_transform get_params reshape flatten ravel dot round abs apply map applymap
+    filter query merge pivot pivot_table agg aggregate corr cov quantile groupby
+    rolling resample cumsum cumprod diff pct_change shift nlargest nsmallest
+    sort_values sort_index drop drop_duplicates dropna fillna rename reset_index
+    set_index select_dtypes where mask clip melt explode sample equals isin between
+    duplicated first_valid_index memory_usage argmax argmin argsort nonzero
+    searchsorted squeeze transpose conjugate item encode decode hex bit_length
+    is_integer isdigit isalpha isalnum isspace islower isupper zfill center ljust
+    rjust partition rpartition splitlines expandtabs casefold swapcase translate
+    issubset issuperset isdisjoint union intersection difference symmetric_difference
+    most_common elements total fromkeys as_integer_ratio conjugate""".split()
+)
+"""Methods that do not change their receiver (unless called with ``inplace=True``)."""
+
+IPYTHON_BUILTINS = frozenset(
+    {"display", "get_ipython", "In", "Out", "exit", "quit", "_", "__", "___", "_ih", "_oh", "_dh"}
+)
+BUILTIN_NAMES = frozenset(dir(builtins)) | IPYTHON_BUILTINS | {"__file__", "__name__", "__builtins__", "__doc__"}
+
+
+class StarImportError(ValueError):
+    """``from module import *``: the names it binds cannot be known statically."""
+
+    def __init__(self, module: str, line: int):
+        super().__init__(f"'from {module} import *' hides which names the step defines")
+        self.module = module
+        self.line = line
+
+
+@dataclass(frozen=True)
+class Use:
+    """A name read before this code bound it, so it must come from upstream."""
+
+    name: str
+    cell: int
+    line: int
+    optional: bool = False
+    """Only conditionally bound before the read: take it from upstream if one exists."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """The last thing this code did to a name."""
+
+    name: str
+    cell: int
+    line: int
+    kind: str
+    """``bind``, ``mutate``, ``import`` or ``delete``."""
+    import_source: str = ""
+    """For ``import``: the statement that binds the name, to replay downstream."""
+
+
+@dataclass
+class Callable_:
+    """Free names a function or class body reads and may change when used."""
+
+    reads: frozenset[str]
+    changes: frozenset[str]
+
+
+@dataclass
+class CodeFacts:
+    """Facts about one step's (or the shared cells') code, in notebook order."""
+
+    uses: list[Use] = field(default_factory=list)
+    changes: dict[str, Change] = field(default_factory=dict)
+    callables: dict[str, Callable_] = field(default_factory=dict)
+    bound: set[str] = field(default_factory=set)
+    """Names surely bound at the end of the code."""
+    maybe_bound: set[str] = field(default_factory=set)
+    """Names bound only on some paths (inside ``if``/``for``/``try``...)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _free_names_of(source: str) -> frozenset[str]:
+    """Names a snippet reads that it does not define (pyflakes' UndefinedName)."""
+    from pyflakes import checker, messages
+
+    tree = ast.parse(source)
+    found = checker.Checker(tree, builtins=IPYTHON_BUILTINS)
+    return frozenset(
+        message.message_args[0]
+        for message in found.messages
+        if isinstance(message, messages.UndefinedName)
+    )
+
+
+def free_names(node: ast.AST) -> frozenset[str]:
+    """Free names of a nested scope (function, lambda, class, comprehension)."""
+    if isinstance(node, ast.expr):
+        node = ast.Expr(node)
+    module = node if isinstance(node, ast.Module) else ast.Module(body=[node], type_ignores=[])
+    return _free_names_of(ast.unparse(module)) - BUILTIN_NAMES
+
+
+def _base_name(node: ast.AST) -> str | None:
+    """``x`` for ``x``, ``x.a.b``, ``x[i].c``; None for anything else."""
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Starred)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _has_inplace(call: ast.Call) -> bool:
+    return any(
+        kw.arg == "inplace"
+        and not (isinstance(kw.value, ast.Constant) and kw.value.value is False)
+        for kw in call.keywords
+    )
+
+
+def _callee_name(func: ast.AST) -> str | None:
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return None
+
+
+def _body_changes(node: ast.AST) -> frozenset[str]:
+    """Free names a function/class body may change (globals assigned, methods called)."""
+    declared_global: set[str] = set()
+    local: set[str] = set()
+    changed: set[str] = set()
+    for child in ast.walk(node):
+        if isinstance(child, ast.Global):
+            declared_global.update(child.names)
+        elif isinstance(child, ast.arg):
+            local.add(child.arg)
+        elif isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store):
+            local.add(child.id)
+    for child in ast.walk(node):
+        if isinstance(child, ast.Name) and isinstance(child.ctx, (ast.Store, ast.Del)):
+            if child.id in declared_global:
+                changed.add(child.id)
+        elif isinstance(child, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
+            targets = child.targets if isinstance(child, (ast.Assign, ast.Delete)) else [child.target]
+            for target in targets:
+                if isinstance(target, (ast.Attribute, ast.Subscript)):
+                    name = _base_name(target)
+                    if name:
+                        changed.add(name)
+        elif isinstance(child, ast.Call):
+            changed.update(_call_changes(child))
+    return frozenset(name for name in changed if name not in local or name in declared_global)
+
+
+def _call_changes(call: ast.Call) -> set[str]:
+    """Names a call may change (receiver of a method, names passed as arguments)."""
+    changed: set[str] = set()
+    callee = _callee_name(call.func)
+    read_only = callee in READ_ONLY_METHODS if isinstance(call.func, ast.Attribute) else callee in READ_ONLY_FUNCTIONS
+    if _has_inplace(call):
+        read_only = False
+    if isinstance(call.func, ast.Attribute) and not read_only:
+        receiver = _base_name(call.func.value)
+        if receiver:
+            changed.add(receiver)
+    if not read_only:
+        for argument in list(call.args) + [kw.value for kw in call.keywords]:
+            name = _base_name(argument)
+            if name:
+                changed.add(name)
+    return changed
+
+
+class _ModuleWalker(ast.NodeVisitor):
+    """Walks module-level statements of one cell, updating shared :class:`CodeFacts`."""
+
+    def __init__(self, facts: CodeFacts, cell: int, known_callables: dict[str, Callable_]):
+        self.facts = facts
+        self.cell = cell
+        self.known_callables = known_callables
+        self.conditional = 0
+        self.maybe_bound = facts.maybe_bound
+
+    # -- recording -------------------------------------------------------------
+    def read(self, name: str, line: int, seen: frozenset[str] = frozenset()) -> None:
+        facts = self.facts
+        if name not in facts.bound:
+            if not any(use.name == name for use in facts.uses):
+                facts.uses.append(Use(name, self.cell, line, optional=name in self.maybe_bound))
+        callable_ = facts.callables.get(name) or self.known_callables.get(name)
+        if callable_ and name not in seen:
+            seen = seen | {name}
+            for free in sorted(callable_.reads):
+                self.read(free, line, seen)
+            for changed in sorted(callable_.changes):
+                self.change(changed, line, "mutate")
+
+    def bind(self, name: str, line: int, kind: str = "bind", import_source: str = "") -> None:
+        self.facts.changes[name] = Change(name, self.cell, line, kind, import_source)
+        if self.conditional:
+            if name not in self.facts.bound:
+                self.maybe_bound.add(name)
+        else:
+            self.facts.bound.add(name)
+        if kind != "callable":
+            self.facts.callables.pop(name, None)
+
+    def change(self, name: str, line: int, kind: str = "mutate") -> None:
+        """``name``'s object may be changed in place: a read, then a new value."""
+        self.read(name, line)
+        previous = self.facts.changes.get(name)
+        if previous and previous.kind == "import":
+            return  # modules are re-imported downstream, never shipped
+        self.facts.changes[name] = Change(name, self.cell, line, kind)
+
+    def delete(self, name: str, line: int) -> None:
+        self.read(name, line)
+        self.facts.changes[name] = Change(name, self.cell, line, "delete")
+        self.facts.bound.discard(name)
+        self.maybe_bound.discard(name)
+        self.facts.callables.pop(name, None)
+
+    # -- expressions -----------------------------------------------------------
+    def expression(self, node: ast.AST | None) -> None:
+        """Record the reads and changes of an expression evaluated now."""
+        if node is None:
+            return
+        for child in self._walk_expression(node):
+            if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Load):
+                self.read(child.id, child.lineno)
+            elif isinstance(child, ast.Call):
+                for name in sorted(_call_changes(child)):
+                    self.change(name, child.lineno)
+            elif isinstance(child, ast.NamedExpr):
+                self.expression(child.value)
+                self.bind(child.target.id, child.lineno)
+
+    def _walk_expression(self, node: ast.AST):
+        """Yield nodes evaluated now; nested scopes yield their free names instead."""
+        stack = [node]
+        while stack:
+            child = stack.pop()
+            if isinstance(child, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+                line = child.lineno
+                for name in sorted(free_names(child)):
+                    yield ast.Name(id=name, ctx=ast.Load(), lineno=line)
+                for walrus in ast.walk(child):
+                    if isinstance(walrus, ast.NamedExpr) and not isinstance(child, ast.Lambda):
+                        self.bind(walrus.target.id, walrus.lineno)
+                continue
+            if isinstance(child, ast.NamedExpr):
+                yield child
+                continue
+            yield child
+            stack.extend(reversed(list(ast.iter_child_nodes(child))))
+
+    # -- targets ---------------------------------------------------------------
+    def target(self, node: ast.AST) -> None:
+        if isinstance(node, ast.Name):
+            self.bind(node.id, node.lineno)
+        elif isinstance(node, (ast.Tuple, ast.List)):
+            for element in node.elts:
+                self.target(element)
+        elif isinstance(node, ast.Starred):
+            self.target(node.value)
+        elif isinstance(node, (ast.Attribute, ast.Subscript)):
+            inner = node.value
+            self.expression(node.slice if isinstance(node, ast.Subscript) else None)
+            name = _base_name(inner)
+            if name:
+                self.change(name, node.lineno)
+            else:
+                self.expression(inner)
+
+    # -- statements ------------------------------------------------------------
+    def statements(self, body: list[ast.stmt], conditional: bool = False) -> None:
+        if conditional:
+            self.conditional += 1
+        for statement in body:
+            self.visit(statement)
+        if conditional:
+            self.conditional -= 1
+
+    def visit_Expr(self, node):
+        self.expression(node.value)
+
+    def visit_Assign(self, node):
+        self.expression(node.value)
+        for target in node.targets:
+            self.target(target)
+
+    def visit_AnnAssign(self, node):
+        self.expression(node.value)
+        if node.value is not None:
+            self.target(node.target)
+
+    def visit_AugAssign(self, node):
+        self.expression(node.value)
+        if isinstance(node.target, ast.Name):
+            self.read(node.target.id, node.lineno)
+            self.bind(node.target.id, node.lineno)
+        else:
+            self.target(node.target)
+
+    def visit_Delete(self, node):
+        for target in node.targets:
+            if isinstance(target, ast.Name):
+                self.delete(target.id, node.lineno)
+            elif isinstance(target, (ast.Tuple, ast.List)):
+                for element in target.elts:
+                    self.visit_Delete(ast.Delete(targets=[element], lineno=node.lineno))
+            else:
+                self.target(target)
+
+    def visit_Import(self, node):
+        for alias in node.names:
+            name = alias.asname or alias.name.split(".")[0]
+            source = f"import {alias.name}" + (f" as {alias.asname}" if alias.asname else "")
+            self.bind(name, node.lineno, "import", source)
+
+    def visit_ImportFrom(self, node):
+        module = "." * node.level + (node.module or "")
+        for alias in node.names:
+            if alias.name == "*":
+                raise StarImportError(module, node.lineno)
+            name = alias.asname or alias.name
+            source = f"from {module} import {alias.name}" + (f" as {alias.asname}" if alias.asname else "")
+            self.bind(name, node.lineno, "import", source)
+
+    def visit_FunctionDef(self, node):
+        for decorator in node.decorator_list:
+            self.expression(decorator)
+        for default in node.args.defaults + [d for d in node.args.kw_defaults if d]:
+            self.expression(default)
+        undecorated = type(node)(**{**node.__dict__, "decorator_list": []})
+        reads = free_names(undecorated) - {node.name}
+        self.bind(node.name, node.lineno, "callable")
+        self.facts.callables[node.name] = Callable_(reads, _body_changes(node))
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_ClassDef(self, node):
+        for expression in node.decorator_list + node.bases + [kw.value for kw in node.keywords]:
+            self.expression(expression)
+        methods = [s for s in node.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        others = [s for s in node.body if s not in methods]
+        if others:
+            for name in sorted(free_names(ast.Module(body=others, type_ignores=[]))):
+                self.read(name, node.lineno)
+        reads: frozenset[str] = frozenset()
+        changes: frozenset[str] = frozenset()
+        for method in methods:
+            reads |= free_names(method)
+            changes |= _body_changes(method)
+        self.bind(node.name, node.lineno, "callable")
+        self.facts.callables[node.name] = Callable_(reads - {node.name}, changes)
+
+    def visit_If(self, node):
+        self.expression(node.test)
+        self.statements(node.body, conditional=True)
+        self.statements(node.orelse, conditional=True)
+
+    def visit_While(self, node):
+        self.expression(node.test)
+        self.statements(node.body, conditional=True)
+        self.statements(node.orelse, conditional=True)
+
+    def visit_For(self, node):
+        self.expression(node.iter)
+        self.conditional += 1
+        self.target(node.target)
+        self.conditional -= 1
+        self.statements(node.body, conditional=True)
+        self.statements(node.orelse, conditional=True)
+
+    visit_AsyncFor = visit_For
+
+    def visit_With(self, node):
+        for item in node.items:
+            self.expression(item.context_expr)
+            if item.optional_vars is not None:
+                self.target(item.optional_vars)
+        self.statements(node.body)
+
+    visit_AsyncWith = visit_With
+
+    def visit_Try(self, node):
+        self.statements(node.body, conditional=True)
+        for handler in node.handlers:
+            self.expression(handler.type)
+            self.conditional += 1
+            if handler.name:
+                self.bind(handler.name, handler.lineno)
+            self.statements(handler.body)
+            self.conditional -= 1
+        self.statements(node.orelse, conditional=True)
+        self.statements(node.finalbody)
+
+    visit_TryStar = visit_Try
+
+    def visit_Match(self, node):
+        self.expression(node.subject)
+        for case in node.cases:
+            self.conditional += 1
+            for child in ast.walk(case.pattern):
+                for attribute in ("name", "rest"):
+                    bound = getattr(child, attribute, None)
+                    if isinstance(bound, str):
+                        self.bind(bound, case.pattern.lineno)
+                if isinstance(child, ast.MatchValue):
+                    self.expression(child.value)
+            self.expression(case.guard)
+            self.statements(case.body)
+            self.conditional -= 1
+
+    def visit_Return(self, node):
+        self.expression(node.value)
+
+    def visit_Raise(self, node):
+        self.expression(node.exc)
+        self.expression(node.cause)
+
+    def visit_Assert(self, node):
+        self.expression(node.test)
+        self.expression(node.msg)
+
+    def visit_Global(self, node):
+        pass
+
+    visit_Nonlocal = visit_Global
+
+    def generic_visit(self, node):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.stmt):
+                self.visit(child)
+            elif isinstance(child, ast.expr):
+                self.expression(child)
+
+
+def analyse_cells(
+    cells: list[tuple[int, str]],
+    known_callables: dict[str, Callable_] | None = None,
+) -> CodeFacts:
+    """Facts of code cells run in order in one namespace: ``[(cell_number, code)]``.
+
+    ``known_callables`` are functions and classes defined elsewhere (the shared
+    ``functions`` cells, upstream steps): using one reads its free names.
+    Raises ``SyntaxError`` (with ``.cell`` set) and :class:`StarImportError`.
+    """
+    facts = CodeFacts()
+    for number, code in cells:
+        try:
+            tree = ast.parse(code)
+        except SyntaxError as error:
+            error.cell = number
+            raise
+        walker = _ModuleWalker(facts, number, known_callables or {})
+        try:
+            walker.statements(tree.body)
+        except StarImportError as error:
+            error.cell = number
+            raise
+    return facts

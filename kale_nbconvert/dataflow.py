@@ -1,0 +1,283 @@
+"""Which value each step must receive: the notebook run top to bottom is the reference.
+
+For every name a step reads before binding it, the value it must see is the one left by
+the LAST step before it in notebook order that bound or may have changed that name.
+That step must be an ancestor through ``prev:`` edges; otherwise the pipeline would
+silently compute something else than the notebook, so conversion stops and says which
+``prev:`` is missing. Modules are never shipped: a step using a module bound upstream
+re-runs the import. Parameters travel by value. Shared ``imports``/``functions`` code
+runs in every step.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+from .analysis import BUILTIN_NAMES, Callable_, Change, CodeFacts, StarImportError, analyse_cells
+from .errors import NotebookError
+from .model import Artifact, Pipeline, Step
+
+METRICS_STEP = "pipeline_metrics"
+
+
+@dataclass
+class _Writer:
+    step: Step
+    change: Change
+
+
+def _facts(pipeline: Pipeline, cells, step: str | None, known=None) -> CodeFacts:
+    try:
+        return analyse_cells([(c.number, c.code) for c in cells], known)
+    except SyntaxError as error:
+        raise NotebookError(
+            f"syntax error: {error.msg}",
+            notebook=pipeline.notebook,
+            cell=getattr(error, "cell", None),
+            step=step,
+            line=error.lineno,
+            fix="fix the cell so it runs in Jupyter",
+        ) from None
+    except StarImportError as error:
+        raise NotebookError(
+            str(error),
+            notebook=pipeline.notebook,
+            cell=getattr(error, "cell", None),
+            step=step,
+            line=error.line,
+            fix=f"import the names you use explicitly: 'from {error.module} import a, b'",
+        ) from None
+
+
+def metric_names(pipeline: Pipeline) -> list[tuple[str, int, int]]:
+    """``print(x)`` / ``x`` lines of the metrics cells -> [(name, cell, line)]."""
+    found = []
+    for cell in pipeline.metrics_cells:
+        try:
+            tree = ast.parse(cell.code)
+        except SyntaxError as error:
+            raise NotebookError(
+                f"syntax error: {error.msg}",
+                notebook=pipeline.notebook,
+                cell=cell.number,
+                line=error.lineno,
+                fix="fix the cell",
+            ) from None
+        for statement in tree.body:
+            value = statement.value if isinstance(statement, ast.Expr) else None
+            if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "print":
+                arguments = value.args
+            else:
+                arguments = [value]
+            if not arguments or not all(isinstance(a, ast.Name) for a in arguments):
+                raise NotebookError(
+                    "a pipeline-metrics cell may only hold 'print(variable)' or "
+                    "'variable' lines",
+                    notebook=pipeline.notebook,
+                    cell=cell.number,
+                    line=statement.lineno,
+                    fix="compute the metric in a step and list only its variable here",
+                )
+            for argument in arguments:
+                if argument.id not in {name for name, _, _ in found}:
+                    found.append((argument.id, cell.number, statement.lineno))
+    return found
+
+
+class DataflowPlanner:
+    """Resolves every step's inputs, outputs, parameters and upstream steps in place."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+        self.shared = _facts(pipeline, pipeline.shared_cells, None)
+        self.last: dict[str, _Writer] = {}
+        self.callables: dict[str, Callable_] = dict(self.shared.callables)
+        self.ancestors: dict[str, set[str]] = {}
+        self.facts: dict[str, CodeFacts] = {}
+
+    def plan(self) -> None:
+        for step in self.pipeline.step_list():
+            self._plan_step(step)
+        self._plan_metrics()
+
+    # -- one step --------------------------------------------------------------
+    def _plan_step(self, step: Step) -> None:
+        facts = _facts(self.pipeline, step.cells, step.name, self.callables)
+        self.facts[step.name] = facts
+        ancestors: set[str] = set()
+        for parent in step.prev:
+            ancestors |= {parent} | self.ancestors[parent]
+        self.ancestors[step.name] = ancestors
+        self._check_parameters(step, facts)
+        for use in facts.uses:
+            self._resolve(step, use.name, use.cell, use.line, use.optional, ancestors)
+        step.upstream = sorted(set(step.prev) | {a.producer for a in step.inputs})
+        for name, change in facts.changes.items():
+            if name in self.pipeline.parameters:
+                continue
+            if change.kind == "mutate" and self._is_module(name):
+                continue  # modules are re-imported, never shipped
+            self.last[name] = _Writer(step, change)
+            if change.kind == "callable":
+                self.callables[name] = facts.callables[name]
+            else:
+                self.callables.pop(name, None)
+
+    def _is_module(self, name: str) -> bool:
+        writer = self.last.get(name)
+        if writer is not None:
+            return writer.change.kind == "import"
+        shared = self.shared.changes.get(name)
+        return shared is not None and shared.kind == "import"
+
+    def _check_parameters(self, step: Step, facts: CodeFacts) -> None:
+        for name, change in facts.changes.items():
+            parameter = self.pipeline.parameters.get(name)
+            if parameter and change.kind == "mutate" and parameter.type_name not in ("list", "dict"):
+                continue  # an int, float, str or bool cannot change in place
+            if parameter:
+                raise NotebookError(
+                    f"step {step.name!r} changes pipeline parameter {name!r}; every step "
+                    "gets the parameter's run-time value, so the steps would disagree",
+                    notebook=self.pipeline.notebook,
+                    cell=change.cell,
+                    step=step.name,
+                    line=change.line,
+                    fix=f"assign to a new variable instead (e.g. '{name}_2 = ...')",
+                )
+
+    def _resolve(self, step: Step, name: str, cell: int, line: int, optional: bool, ancestors) -> None:
+        pipeline = self.pipeline
+        if name in pipeline.parameters:
+            if name not in step.parameters:
+                step.parameters.append(name)
+            return
+        writer = self.last.get(name)
+        if writer is None:
+            if optional or name in BUILTIN_NAMES or name in self.shared.changes:
+                return
+            raise self._undefined(step, name, cell, line)
+        change = writer.change
+        if change.kind == "import":
+            if change.import_source not in step.replayed_imports:
+                step.replayed_imports.append(change.import_source)
+            return
+        if change.kind == "delete":
+            if optional:
+                return
+            raise NotebookError(
+                f"step {step.name!r} reads {name!r}, which step {writer.step.name!r} "
+                f"deleted (cell {change.cell}, line {change.line})",
+                notebook=pipeline.notebook,
+                cell=cell,
+                step=step.name,
+                line=line,
+                fix=f"define {name!r} again before this step uses it, or do not delete it",
+            )
+        if writer.step.name not in ancestors:
+            what = "last changed" if change.kind == "mutate" else "last set"
+            raise NotebookError(
+                f"step {step.name!r} reads {name!r}, {what} by step {writer.step.name!r} "
+                f"in cell {change.cell} (line {change.line}), which is not an ancestor of "
+                f"{step.name!r}: in the notebook {step.name!r} sees that value, in the "
+                "pipeline it would not",
+                notebook=pipeline.notebook,
+                cell=cell,
+                step=step.name,
+                line=line,
+                fix=f"add the tag 'prev:{writer.step.name}' to step {step.name!r}",
+            )
+        if not any(a.name == name for a in step.inputs):
+            step.inputs.append(Artifact(name, writer.step.name))
+        if name not in writer.step.outputs:
+            writer.step.outputs.append(name)
+
+    def _undefined(self, step: Step, name: str, cell: int, line: int) -> NotebookError:
+        pipeline = self.pipeline
+        where = self._defined_elsewhere(step, name)
+        return NotebookError(
+            f"step {step.name!r} reads {name!r}, which {where}",
+            notebook=pipeline.notebook,
+            cell=cell,
+            step=step.name,
+            line=line,
+            fix=f"define {name!r} in this step or in a step it follows (prev:)",
+        )
+
+    def _defined_elsewhere(self, step: Step, name: str) -> str:
+        """Where ``name`` is defined, for an error message that points at the fix."""
+        pipeline = self.pipeline
+        for cell in pipeline.skipped_cells:
+            if _binds(cell.code, name):
+                return f"is defined in cell {cell.number}, which is tagged 'skip'"
+        for other in pipeline.step_list():
+            if other.first_cell > step.first_cell:
+                for cell in other.cells:
+                    if _binds(cell.code, name):
+                        return (
+                            f"is defined only later, in step {other.name!r} (cell "
+                            f"{cell.number})"
+                        )
+        for cell in pipeline.parameters_cells + pipeline.metrics_cells:
+            if _binds(cell.code, name):
+                return f"is defined in cell {cell.number}, which is not a step"
+        return "is never defined in this notebook"
+
+    # -- metrics ---------------------------------------------------------------
+    def _plan_metrics(self) -> None:
+        names = metric_names(self.pipeline)
+        if not names:
+            return
+        step = Step(name=METRICS_STEP, is_metrics=True)
+        step.cells = []
+        everything = set(self.ancestors) | set(self.pipeline.steps)
+        for name, cell, line in names:
+            if name in self.pipeline.parameters:
+                raise NotebookError(
+                    f"metric {name!r} is a pipeline parameter",
+                    notebook=self.pipeline.notebook,
+                    cell=cell,
+                    line=line,
+                    fix="report a value a step computes",
+                )
+            self._resolve(step, name, cell, line, False, everything)
+        step.upstream = sorted({a.producer for a in step.inputs})
+        self.pipeline.steps[METRICS_STEP] = step
+
+
+def _binds(code: str, name: str) -> bool:
+    try:
+        facts = analyse_cells([(0, code)])
+    except (SyntaxError, StarImportError):
+        return False
+    return name in facts.changes
+
+
+def plan_dataflow(pipeline: Pipeline) -> None:
+    """Fill ``inputs``, ``outputs``, ``parameters``, ``replayed_imports`` and
+    ``upstream`` of every step; raise :class:`NotebookError` where the pipeline would
+    not compute what the notebook computes."""
+    DataflowPlanner(pipeline).plan()
+
+
+def dataflow_table(pipeline: Pipeline) -> str:
+    """The plan as a plain-text table: per step, inputs (name <- step), outputs, parameters."""
+    rows = [("step", "runs after", "inputs (name <- step)", "outputs", "parameters")]
+    for step in pipeline.step_list():
+        rows.append(
+            (
+                step.name,
+                ", ".join(step.upstream) or "-",
+                ", ".join(f"{a.name} <- {a.producer}" for a in step.inputs) or "-",
+                ", ".join(step.outputs) or "-",
+                ", ".join(step.parameters) or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for index, row in enumerate(rows):
+        lines.append(" | ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if index == 0:
+            lines.append("-+-".join("-" * width for width in widths))
+    return "\n".join(lines)

@@ -1,0 +1,165 @@
+"""The pipeline model the preprocessors fill, one stage after another.
+
+Flow: ``TagMergePreprocessor`` creates a :class:`Pipeline` with its steps, cells, edges
+and settings; ``ParameterExtractionPreprocessor`` adds the typed parameters;
+``NameAnalysisPreprocessor`` decides each step's inputs, outputs and parameters;
+``MarshalInjectionPreprocessor`` turns those into artifact signatures and the packages
+a step container needs. The template only lays the finished model out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+RESOURCE_KEY = "kale_pipeline"
+"""Key of the :class:`Pipeline` in nbconvert's ``resources`` dict."""
+
+
+@dataclass
+class Cell:
+    """One notebook code cell as it runs inside a step."""
+
+    number: int
+    """1-based position in the notebook, markdown cells included (as people count)."""
+    source: str
+    """The cell text exactly as written in the notebook."""
+    code: str = ""
+    """Plain Python that IPython would run for ``source`` (magics transformed)."""
+
+    @property
+    def uses_ipython(self) -> bool:
+        return self.code != self.source
+
+
+@dataclass
+class StepSettings:
+    """Per-step Kubernetes settings from tags and ``steps_defaults``."""
+
+    limits: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def merged_over(self, defaults: "StepSettings") -> "StepSettings":
+        """This step's own values win over the notebook-wide defaults."""
+        return StepSettings(
+            limits={**defaults.limits, **self.limits},
+            labels={**defaults.labels, **self.labels},
+            annotations={**defaults.annotations, **self.annotations},
+        )
+
+
+@dataclass
+class Artifact:
+    """A variable crossing a step boundary."""
+
+    name: str
+    """The notebook variable."""
+    producer: str
+    """The step whose value the consumer must see (last writer in notebook order)."""
+
+    @property
+    def input_argument(self) -> str:
+        return f"{self.name}_in"
+
+    @property
+    def output_argument(self) -> str:
+        return f"{self.name}_out"
+
+
+@dataclass
+class Step:
+    """A pipeline step: one KFP lightweight component running some notebook cells."""
+
+    name: str
+    cells: list[Cell] = field(default_factory=list)
+    prev: list[str] = field(default_factory=list)
+    """Explicit ``prev:`` edges, in tag order."""
+    prev_cells: dict[str, int] = field(default_factory=dict)
+    """For each ``prev:`` target, the cell that declared it (for error messages)."""
+    settings: StepSettings = field(default_factory=StepSettings)
+    # Filled by name analysis.
+    inputs: list[Artifact] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    parameters: list[str] = field(default_factory=list)
+    replayed_imports: list[str] = field(default_factory=list)
+    """Import statements of upstream steps whose modules this step uses."""
+    upstream: list[str] = field(default_factory=list)
+    """Every step this one waits for: ``prev:`` edges plus data edges."""
+    # Filled by marshal injection.
+    packages: list[str] = field(default_factory=list)
+    is_metrics: bool = False
+
+    @property
+    def first_cell(self) -> int:
+        return self.cells[0].number if self.cells else 0
+
+    @property
+    def uses_ipython(self) -> bool:
+        return any(cell.uses_ipython for cell in self.cells)
+
+
+@dataclass
+class Parameter:
+    """A typed pipeline parameter from the ``pipeline-parameters`` cell."""
+
+    name: str
+    type_name: str
+    """One of ``int``, ``float``, ``str``, ``bool``, ``list``, ``dict``."""
+    default: Any
+    cell: int
+    line: int
+
+
+@dataclass
+class Volume:
+    """A PVC mount from ``kubeflow_notebook.volumes``."""
+
+    name: str
+    mount_point: str
+    type: str
+    size: str = ""
+    storage_class_name: str = ""
+    access_mode: str = "ReadWriteOnce"
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Pipeline:
+    """Everything the template needs, built up by the preprocessor chain."""
+
+    notebook: str
+    """File name of the notebook, used in messages and tracebacks."""
+    name: str = "pipeline"
+    description: str = ""
+    experiment_name: str = ""
+    docker_image: str = ""
+    kfp_host: str = ""
+    volumes: list[Volume] = field(default_factory=list)
+    defaults: StepSettings = field(default_factory=StepSettings)
+    imports_cells: list[Cell] = field(default_factory=list)
+    functions_cells: list[Cell] = field(default_factory=list)
+    parameters_cells: list[Cell] = field(default_factory=list)
+    metrics_cells: list[Cell] = field(default_factory=list)
+    skipped_cells: list[Cell] = field(default_factory=list)
+    steps: dict[str, Step] = field(default_factory=dict)
+    parameters: dict[str, Parameter] = field(default_factory=dict)
+    metrics: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    # Filled by marshal injection.
+    base_image: str = ""
+    packages: list[str] = field(default_factory=list)
+    unknown_modules: list[str] = field(default_factory=list)
+
+    @property
+    def shared_cells(self) -> list[Cell]:
+        """Code prepended to every step: imports first, then functions."""
+        return self.imports_cells + self.functions_cells
+
+    def step_list(self) -> list[Step]:
+        """Steps in notebook order (by their first cell)."""
+        return sorted(self.steps.values(), key=lambda step: (step.is_metrics, step.first_cell))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
