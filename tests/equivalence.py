@@ -1,0 +1,124 @@
+"""The core acceptance check: the pipeline computes what the notebook computes.
+
+Generic for any notebook: run it top to bottom with nbclient, snapshotting the globals
+after each step's last cell; run the converted pipeline with kfp.local, snapshotting
+each step's namespace when it ends (``KALE_NBCONVERT_SNAPSHOT_DIR``); then every
+variable a step ends with must equal the notebook's value at the same point.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import dill
+import nbformat
+
+from helpers import convert, run_script
+
+SNAPSHOT_CELL = (
+    "from kale_nbconvert.runtime import _kale_snapshot as __kale_snapshot\n"
+    "__kale_snapshot(globals(), {folder!r})\n"
+    "del __kale_snapshot"
+)
+
+
+def load_snapshot(folder: Path) -> dict:
+    values = {}
+    for path in sorted(folder.glob("*.dill")):
+        values[path.stem] = dill.loads(path.read_bytes())
+    return values
+
+
+def notebook_snapshots(notebook: Path, workdir: Path, steps) -> dict[str, dict]:
+    """Run ``notebook`` with nbclient; globals after each step's last cell, by step."""
+    import nbclient
+
+    nb = nbformat.read(notebook, as_version=4)
+    last_cell = {}
+    for step in steps:
+        if step.cells:
+            last_cell[step.cells[-1].number] = step.name
+    cells = []
+    for index, cell in enumerate(nb.cells, start=1):
+        cells.append(cell)
+        if index in last_cell:
+            folder = workdir / "notebook" / last_cell[index]
+            cells.append(nbformat.v4.new_code_cell(SNAPSHOT_CELL.format(folder=str(folder))))
+    nb.cells = cells
+    nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}
+    ).execute()
+    return {step: load_snapshot(workdir / "notebook" / step) for step in last_cell.values()}
+
+
+def pipeline_snapshots(script: Path, workdir: Path, *args) -> dict[str, dict]:
+    folder = workdir / "pipeline"
+    result = run_script(script, "--local", *args, env={"KALE_NBCONVERT_SNAPSHOT_DIR": str(folder)})
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return {path.name: load_snapshot(path) for path in sorted(folder.iterdir())}
+
+
+def assert_same(left, right, where: str) -> None:
+    """Equal value and identical type, for the kinds of values notebooks hold."""
+    assert type(left) is type(right) or type(left).__name__ == type(right).__name__, (
+        f"{where}: type {type(left)} != {type(right)}"
+    )
+    module = type(left).__module__.split(".")[0]
+    if module == "numpy":
+        import numpy as np
+
+        assert np.array_equal(np.asarray(left), np.asarray(right), equal_nan=left.dtype.kind in "fc"), where
+        assert getattr(left, "dtype", None) == getattr(right, "dtype", None), where
+    elif module == "pandas":
+        import pandas.testing as pdt
+
+        if hasattr(left, "columns"):
+            pdt.assert_frame_equal(left, right, obj=where)
+        elif hasattr(left, "index") and hasattr(left, "dtype"):
+            pdt.assert_series_equal(left, right, obj=where)
+        else:
+            assert left.equals(right), where
+    elif isinstance(left, float):
+        assert (math.isnan(left) and math.isnan(right)) or left == right, f"{where}: {left} != {right}"
+    elif isinstance(left, (list, tuple)):
+        assert len(left) == len(right), where
+        for index, (a, b) in enumerate(zip(left, right)):
+            assert_same(a, b, f"{where}[{index}]")
+    elif isinstance(left, dict):
+        assert list(left) == list(right), where
+        for key in left:
+            assert_same(left[key], right[key], f"{where}[{key!r}]")
+    elif isinstance(left, (int, str, bytes, bool, type(None), complex, set, frozenset)):
+        assert left == right, f"{where}: {left!r} != {right!r}"
+    elif hasattr(left, "get_params"):  # scikit-learn estimators: same settings, same state
+        assert repr(left.get_params()) == repr(right.get_params()), where
+        for key, value in vars(left).items():
+            if key.endswith("_") and not key.startswith("_"):
+                assert_same(value, vars(right)[key], f"{where}.{key}")
+    elif hasattr(left, "__dict__"):
+        assert_same(vars(left), vars(right), f"{where}.__dict__")
+    else:
+        assert repr(left) == repr(right), f"{where}: {left!r} != {right!r}"
+
+
+def assert_pipeline_matches_notebook(notebook: Path, workdir: Path) -> dict[str, dict]:
+    """Convert, run both ways, compare every step's variables; returns pipeline snapshots."""
+    nb = nbformat.read(notebook, as_version=4)
+    script_text, resources = convert(nb, notebook.name)
+    script = notebook.with_suffix(".py")
+    script.write_text(script_text, encoding="utf-8")
+    pipeline = resources["kale_pipeline"]
+    steps = [step for step in pipeline.step_list() if not step.is_metrics]
+    expected = notebook_snapshots(notebook, workdir, steps)
+    actual = pipeline_snapshots(script, workdir)
+    compared = 0
+    for step in steps:
+        assert step.name in actual, f"step {step.name} left no snapshot"
+        for name, value in actual[step.name].items():
+            if name in expected[step.name]:
+                assert_same(value, expected[step.name][name], f"{notebook.name}: step {step.name}: {name}")
+                compared += 1
+    assert compared, "nothing was compared"
+    return actual

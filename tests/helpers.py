@@ -1,0 +1,62 @@
+"""Shared test helpers: build a notebook from (source, tags) pairs, convert it, run it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+
+from kale_nbconvert.exporter import KaleExporter
+
+
+def make_notebook(cells, metadata=None) -> nbformat.NotebookNode:
+    """``cells``: [(source, [tags])] or ("markdown", text) pairs -> a v4 notebook."""
+    nb = nbformat.v4.new_notebook()
+    for source, tags in cells:
+        if source == "markdown":
+            nb.cells.append(nbformat.v4.new_markdown_cell(tags))
+            continue
+        cell = nbformat.v4.new_code_cell(source)
+        cell.metadata["tags"] = list(tags)
+        nb.cells.append(cell)
+    if metadata:
+        nb.metadata["kubeflow_notebook"] = metadata
+    return nb
+
+
+def convert(nb, name="notebook.ipynb", **config):
+    """Convert in-process; returns (script_text, resources)."""
+    from traitlets.config import Config
+
+    c = Config()
+    for key, value in config.items():
+        section, _, trait = key.partition(".")
+        c[section][trait] = value
+    exporter = KaleExporter(config=c)
+    return exporter.from_notebook_node(nb, resources={"metadata": {"name": Path(name).stem}})
+
+
+def write_script(nb, folder: Path, name="notebook.ipynb") -> Path:
+    """Write the notebook and its converted script into ``folder``; returns the script."""
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, folder / name)
+    script, _ = convert(nb, name)
+    path = folder / (Path(name).stem + ".py")
+    path.write_text(script, encoding="utf-8")
+    return path
+
+
+def run_script(script: Path, *args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    """Run a generated script with this interpreter; returns the completed process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=script.parent,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )

@@ -1,0 +1,140 @@
+"""The exporter as users reach it: nbconvert's entry point, CLI options, installs."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbconvert.exporters import get_export_names, get_exporter
+
+import kale_nbconvert
+from helpers import convert, make_notebook
+
+REPO = Path(__file__).resolve().parent.parent
+
+SIMPLE = make_notebook(
+    [
+        ("import math", ["imports"]),
+        ("n = 4", ["pipeline-parameters"]),
+        ("squares = [i * i for i in range(n)]", ["step:make"]),
+        ("total = math.fsum(squares)\nprint(total)", ["step:add", "prev:make"]),
+    ]
+)
+
+
+def test_entry_point_registers_the_kale_exporter():
+    assert "kale" in get_export_names()
+    assert get_exporter("kale") is kale_nbconvert.KaleExporter
+
+
+def test_the_script_is_valid_python_with_one_function_per_step():
+    script, resources = convert(SIMPLE)
+    tree = ast.parse(script)
+    functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert {"make", "add", "build_pipeline"} <= functions
+    assert resources["output_extension"] == ".py"
+
+
+def test_conversion_is_deterministic():
+    assert convert(SIMPLE)[0] == convert(SIMPLE)[0]
+
+
+def _cli(tmp_path, *args):
+    nbformat.write(SIMPLE, tmp_path / "simple.ipynb")
+    return subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "kale", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_cli_writes_the_script_next_to_the_notebook(tmp_path):
+    result = _cli(tmp_path, "simple.ipynb")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "simple.py").read_text().startswith("#!/usr/bin/env python3")
+
+
+def test_cli_stdout_output_and_output_dir(tmp_path):
+    result = _cli(tmp_path, "simple.ipynb", "--stdout")
+    assert result.returncode == 0, result.stderr
+    assert "def build_pipeline" in result.stdout
+    assert not (tmp_path / "simple.py").exists()
+    result = _cli(tmp_path, "simple.ipynb", "--output-dir", "out", "--output", "pipe")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "pipe.py").exists()
+
+
+def test_user_template_dirs_do_not_hide_the_exporter(tmp_path):
+    result = _cli(tmp_path, "simple.ipynb", f"--TemplateExporter.extra_template_basedirs={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "simple.py").exists()
+
+
+def test_a_bad_notebook_fails_with_the_cell_and_writes_nothing(tmp_path):
+    nb = make_notebook([("x = 1", ["step:first"]), ("y = x +", ["step:second", "prev:first"])])
+    nbformat.write(nb, tmp_path / "bad.ipynb")
+    before = (tmp_path / "bad.ipynb").read_bytes()
+    result = subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "kale", "bad.ipynb"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "bad.ipynb, cell 2, step second, line 1: syntax error" in result.stderr
+    assert not (tmp_path / "bad.py").exists()
+    assert (tmp_path / "bad.ipynb").read_bytes() == before
+
+
+def test_editable_install_serves_the_source_tree():
+    assert Path(kale_nbconvert.__file__).resolve().parent == REPO / "kale_nbconvert"
+
+
+@pytest.mark.slow
+def test_wheel_install_registers_the_exporter_and_its_template(tmp_path):
+    """Build a wheel, install it in a fresh venv, convert with that install."""
+    dist = tmp_path / "dist"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(REPO)],
+        capture_output=True,
+        text=True,
+    )
+    assert build.returncode == 0, build.stderr
+    wheel = next(dist.glob("kale_nbconvert-*.whl"))
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", str(wheel)],
+        capture_output=True,
+        text=True,
+    )
+    if install.returncode != 0:  # older pip without --python
+        install = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--no-deps", "--prefix", str(env_dir), str(wheel)],
+            capture_output=True,
+            text=True,
+        )
+    assert install.returncode == 0, install.stderr
+    nbformat.write(SIMPLE, tmp_path / "simple.ipynb")
+    where = subprocess.run(
+        [str(python), "-c", "import kale_nbconvert, kale_nbconvert.exporter as e; print(kale_nbconvert.__file__); print(e.templates_directory())"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert str(env_dir) in where.stdout, where.stdout + where.stderr
+    result = subprocess.run(
+        [str(python), "-m", "jupyter", "nbconvert", "--to", "kale", "simple.ipynb"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "def build_pipeline" in (tmp_path / "simple.py").read_text()
