@@ -192,7 +192,7 @@ def script_context(pipeline: Pipeline) -> dict:
                 "pvc_name": py_literal(volume.name),
                 "size": py_literal(volume.size or "1Gi"),
                 "access_mode": py_literal(volume.access_mode),
-                "storage_class": py_literal(volume.storage_class_name or None),
+                "storage_class": py_literal(volume.storage_class_name) if volume.storage_class_name else "",
             }
             for volume in pipeline.volumes
         ],
