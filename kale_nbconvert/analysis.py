@@ -7,7 +7,9 @@ are handed to pyflakes, whose scope rules are Python's, to get their free names.
 The mutation rule (correctness first, since Python cannot be known statically):
 
 * binding ``x`` (assignment, ``for``/``with``/``except ... as``, walrus, ``def``,
-  ``class``, ``import``, ``global x`` in a called function) changes ``x``;
+  ``class``, ``import``, ``global x`` in a called function) changes ``x``; a binding
+  made only on some paths (inside ``if``/``for``/``try``, or by a called function) is
+  *conditional*: afterwards ``x`` may still hold the upstream value;
 * ``x[...] = v``, ``x.attr = v``, ``del x[...]``, ``x += v`` and ``x.attr += v`` change
   ``x``;
 * a method call ``x.m(...)`` changes ``x`` unless ``m`` is a known read-only method
@@ -18,13 +20,21 @@ The mutation rule (correctness first, since Python cannot be known statically):
   what its body may change.
 
 A change of ``x`` means later steps must receive ``x`` from this step.
+
+IPython: cells arrive as the code IPython runs (``get_ipython().run_line_magic(...)``
+and friends). Magics that run their argument as code in the user namespace
+(``%time``/``%%time``, ``%%capture``) are analysed as that code; ``%timeit`` only
+reads. ``{expr}`` and ``$name`` in shell commands and line magics are expanded by
+IPython from the user namespace, so they are optional reads.
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import functools
+import re
 from dataclasses import dataclass, field
 
 READ_ONLY_FUNCTIONS = frozenset(
@@ -79,7 +89,8 @@ class Use:
     cell: int
     line: int
     optional: bool = False
-    """Only conditionally bound before the read: take it from upstream if one exists."""
+    """Take it from upstream only if one exists: the read follows a conditional
+    binding, or is an IPython ``$name``/``{expr}`` expansion (left as is when undefined)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,9 @@ class Change:
     """``bind``, ``mutate``, ``import`` or ``delete``."""
     import_source: str = ""
     """For ``import``: the statement that binds the name, to replay downstream."""
+    conditional: bool = False
+    """A binding made only on some paths: the name may still hold the value it had
+    before this code ran, so whoever produced that value must hand it through."""
 
 
 @dataclass
@@ -101,6 +115,8 @@ class Callable_:
 
     reads: frozenset[str]
     changes: frozenset[str]
+    binds: frozenset[str] = frozenset()
+    """Module names the body assigns through ``global``."""
 
 
 @dataclass
@@ -131,11 +147,47 @@ def _free_names_of(source: str) -> frozenset[str]:
 
 
 def free_names(node: ast.AST) -> frozenset[str]:
-    """Free names of a nested scope (function, lambda, class, comprehension)."""
+    """Free names of a nested scope (function, lambda, class, comprehension).
+
+    pyflakes treats a ``global x`` declaration as a definition of ``x``, so names read
+    through ``global`` are added back here: the function needs their module value.
+    """
     if isinstance(node, ast.expr):
         node = ast.Expr(node)
     module = node if isinstance(node, ast.Module) else ast.Module(body=[node], type_ignores=[])
-    return _free_names_of(ast.unparse(module)) - BUILTIN_NAMES
+    read_globals, _ = _global_names(module)
+    return (_free_names_of(ast.unparse(module)) | read_globals) - BUILTIN_NAMES
+
+
+def _body_free_names(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> frozenset[str]:
+    """Free names the body reads when called; decorators and defaults are evaluated
+    once, at definition, so the defining code reads those."""
+    arguments = ast.arguments(
+        **{**node.args.__dict__, "defaults": [], "kw_defaults": [None] * len(node.args.kwonlyargs)}
+    )
+    fields = {**node.__dict__, "args": arguments}
+    if not isinstance(node, ast.Lambda):
+        fields["decorator_list"] = []
+    return free_names(type(node)(**fields))
+
+
+def _global_names(node: ast.AST) -> tuple[frozenset[str], frozenset[str]]:
+    """Names declared ``global`` inside ``node``, as (read, assigned).
+
+    Read: augmented (``x += 1`` needs the old value) or loaded but never assigned. A
+    name both loaded and assigned is taken as assigned first, so it needs no upstream.
+    """
+    declared = {name for child in ast.walk(node) if isinstance(child, ast.Global) for name in child.names}
+    if not declared:
+        return frozenset(), frozenset()
+    loaded, stored, augmented = set(), set(), set()
+    for child in ast.walk(node):
+        if isinstance(child, ast.AugAssign) and isinstance(child.target, ast.Name):
+            augmented.add(child.target.id)
+        elif isinstance(child, ast.Name) and child.id in declared:
+            (loaded if isinstance(child.ctx, ast.Load) else stored).add(child.id)
+    reads = ((loaded - stored) | augmented) & declared
+    return frozenset(reads), frozenset(stored & declared)
 
 
 def _base_name(node: ast.AST) -> str | None:
@@ -161,8 +213,16 @@ def _callee_name(func: ast.AST) -> str | None:
     return None
 
 
+def _callable_facts(bodies: list[ast.AST], reads: frozenset[str], own_name: str) -> Callable_:
+    """What using a function (one body) or class (its methods) reads, changes, binds."""
+    binds = frozenset().union(*(_global_names(body)[1] for body in bodies))
+    changes = frozenset().union(*(_body_changes(body) for body in bodies))
+    return Callable_(reads - {own_name}, changes - binds, binds)
+
+
 def _body_changes(node: ast.AST) -> frozenset[str]:
-    """Free names a function/class body may change (globals assigned, methods called)."""
+    """Free names a function/class body may change in place (methods called, items or
+    attributes assigned); names assigned through ``global`` are bindings instead."""
     declared_global: set[str] = set()
     local: set[str] = set()
     changed: set[str] = set()
@@ -174,10 +234,7 @@ def _body_changes(node: ast.AST) -> frozenset[str]:
         elif isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store):
             local.add(child.id)
     for child in ast.walk(node):
-        if isinstance(child, ast.Name) and isinstance(child.ctx, (ast.Store, ast.Del)):
-            if child.id in declared_global:
-                changed.add(child.id)
-        elif isinstance(child, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
+        if isinstance(child, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
             targets = child.targets if isinstance(child, (ast.Assign, ast.Delete)) else [child.target]
             for target in targets:
                 if isinstance(target, (ast.Attribute, ast.Subscript)):
@@ -187,6 +244,44 @@ def _body_changes(node: ast.AST) -> frozenset[str]:
         elif isinstance(child, ast.Call):
             changed.update(_call_changes(child))
     return frozenset(name for name in changed if name not in local or name in declared_global)
+
+
+def _ipython_method(call: ast.Call) -> str | None:
+    """``m`` for ``get_ipython().m(...)``, else None."""
+    func = call.func
+    if (
+        isinstance(func, ast.Attribute)
+        and isinstance(func.value, ast.Call)
+        and isinstance(func.value.func, ast.Name)
+        and func.value.func.id == "get_ipython"
+    ):
+        return func.attr
+    return None
+
+
+_DOLLAR_NAME = re.compile(r"(?<!\$)\$([A-Za-z_][A-Za-z0-9_]*)")
+_BRACED = re.compile(r"(?<!\{)\{([^{}]+)\}(?!\})")
+
+
+def _expanded_names(text: str) -> frozenset[str]:
+    """Names IPython's variable expansion would look up in ``text``."""
+    names = set(_DOLLAR_NAME.findall(text))
+    for expression in _BRACED.findall(text):
+        try:
+            names |= free_names(ast.parse(expression, mode="eval").body)
+        except SyntaxError:
+            continue
+    return frozenset(names) - BUILTIN_NAMES
+
+
+def _strip_options(line: str) -> str:
+    """``%timeit -n1 -r 3 f(x)`` -> ``f(x)`` (only the statement is user code)."""
+    words = line.split()
+    while words and words[0].startswith("-"):
+        option = words.pop(0)
+        if option in ("-n", "-r", "-p") and words:
+            words.pop(0)
+    return " ".join(words)
 
 
 def _call_changes(call: ast.Call) -> set[str]:
@@ -215,29 +310,48 @@ class _ModuleWalker(ast.NodeVisitor):
         self.facts = facts
         self.cell = cell
         self.known_callables = known_callables
-        self.conditional = 0
+        self.branches: list[set[str]] = []
+        """Names bound in each enclosing branch (``if`` body, loop body...), innermost
+        last: surely bound while still inside it, only maybe bound after it."""
         self.maybe_bound = facts.maybe_bound
 
     # -- recording -------------------------------------------------------------
-    def read(self, name: str, line: int, seen: frozenset[str] = frozenset()) -> None:
+    def read(
+        self, name: str, line: int, seen: frozenset[str] = frozenset(), optional: bool = False
+    ) -> None:
+        """``name`` is read now; using a notebook function also runs its body."""
         facts = self.facts
-        if name not in facts.bound:
-            if not any(use.name == name for use in facts.uses):
-                facts.uses.append(Use(name, self.cell, line, optional=name in self.maybe_bound))
-        callable_ = facts.callables.get(name) or self.known_callables.get(name)
+        bound_here = name in facts.bound or any(name in names for names in self.branches)
+        if not bound_here and not any(use.name == name for use in facts.uses):
+            optional = optional or name in self.maybe_bound
+            facts.uses.append(Use(name, self.cell, line, optional=optional))
+        callable_ = self._callable(name)
         if callable_ and name not in seen:
             seen = seen | {name}
             for free in sorted(callable_.reads):
                 self.read(free, line, seen)
             for changed in sorted(callable_.changes):
                 self.change(changed, line, "mutate")
+            with self.branch():  # the body may or may not reach its assignment
+                for bound in sorted(callable_.binds):
+                    self.bind(bound, line)
+
+    def _callable(self, name: str) -> Callable_ | None:
+        """The function or class ``name`` refers to now, if the notebook defines it."""
+        if name in self.facts.callables:
+            return self.facts.callables[name]
+        change = self.facts.changes.get(name)
+        if change is not None and change.kind != "mutate":
+            return None  # rebound in this code: no longer the upstream definition
+        return self.known_callables.get(name)
 
     def bind(self, name: str, line: int, kind: str = "bind", import_source: str = "") -> None:
-        self.facts.changes[name] = Change(name, self.cell, line, kind, import_source)
-        if self.conditional:
-            if name not in self.facts.bound:
-                self.maybe_bound.add(name)
-        else:
+        conditional = bool(self.branches) and name not in self.facts.bound
+        self.facts.changes[name] = Change(name, self.cell, line, kind, import_source, conditional)
+        if conditional:
+            self.maybe_bound.add(name)
+            self.branches[-1].add(name)
+        elif not self.branches:
             self.facts.bound.add(name)
         if kind != "callable":
             self.facts.callables.pop(name, None)
@@ -255,6 +369,8 @@ class _ModuleWalker(ast.NodeVisitor):
         self.facts.changes[name] = Change(name, self.cell, line, "delete")
         self.facts.bound.discard(name)
         self.maybe_bound.discard(name)
+        for names in self.branches:
+            names.discard(name)
         self.facts.callables.pop(name, None)
 
     # -- expressions -----------------------------------------------------------
@@ -266,11 +382,57 @@ class _ModuleWalker(ast.NodeVisitor):
             if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Load):
                 self.read(child.id, child.lineno)
             elif isinstance(child, ast.Call):
+                self._ipython_call(child)
                 for name in sorted(_call_changes(child)):
                     self.change(name, child.lineno)
             elif isinstance(child, ast.NamedExpr):
                 self.expression(child.value)
                 self.bind(child.target.id, child.lineno)
+
+    def _ipython_call(self, call: ast.Call) -> None:
+        """``get_ipython().system(...)``, ``.run_line_magic(...)``...: the code and the
+        ``{expr}``/``$name`` references hidden in their string arguments."""
+        method = _ipython_method(call)
+        if method is None:
+            return
+        strings = [a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else None for a in call.args]
+        line = call.lineno
+        if method in ("system", "getoutput") and strings and strings[0] is not None:
+            self._expanded(strings[0], line)
+        elif method == "run_line_magic" and len(strings) == 2 and None not in strings:
+            magic, argument = strings
+            self._expanded(argument, line)
+            self._magic_code(magic, argument, line - 1)
+        elif method == "run_cell_magic" and len(strings) == 3 and None not in strings:
+            magic, argument, body = strings
+            self._expanded(argument, line)
+            self._magic_code(magic, body, line)
+            if magic == "capture" and argument.split() and argument.split()[-1].isidentifier():
+                self.bind(argument.split()[-1], line)
+
+    def _expanded(self, text: str, line: int) -> None:
+        """IPython expands ``{expr}`` and ``$name`` from the user namespace, leaving
+        them as they are when undefined: optional reads."""
+        for name in sorted(_expanded_names(text)):
+            self.read(name, line, optional=True)
+
+    def _magic_code(self, magic: str, code: str, offset: int) -> None:
+        """Magics whose argument is Python run in the user namespace; ``offset`` maps
+        the code's line numbers to the cell's."""
+        if magic not in ("time", "timeit", "capture"):
+            return
+        if magic == "timeit":
+            code = _strip_options(code)
+        try:
+            tree = ast.parse(code)
+        except SyntaxError:
+            return  # IPython reports it when the cell runs
+        ast.increment_lineno(tree, offset)
+        if magic == "timeit":  # runs in a throw-away namespace: reads only
+            for name in sorted(free_names(tree)):
+                self.read(name, offset + 1)
+        else:
+            self.statements(tree.body)
 
     def _walk_expression(self, node: ast.AST):
         """Yield nodes evaluated now; nested scopes yield their free names instead."""
@@ -310,20 +472,34 @@ class _ModuleWalker(ast.NodeVisitor):
                 self.expression(inner)
 
     # -- statements ------------------------------------------------------------
+    @contextlib.contextmanager
+    def branch(self):
+        """Code that may or may not run: what it binds is only maybe bound after it."""
+        self.branches.append(set())
+        try:
+            yield
+        finally:
+            self.branches.pop()
+
     def statements(self, body: list[ast.stmt], conditional: bool = False) -> None:
-        if conditional:
-            self.conditional += 1
-        for statement in body:
-            self.visit(statement)
-        if conditional:
-            self.conditional -= 1
+        with self.branch() if conditional else contextlib.nullcontext():
+            for statement in body:
+                self.visit(statement)
 
     def visit_Expr(self, node):
         self.expression(node.value)
 
     def visit_Assign(self, node):
-        self.expression(node.value)
-        for target in node.targets:
+        value, targets = node.value, node.targets
+        if isinstance(value, ast.Lambda) and len(targets) == 1 and isinstance(targets[0], ast.Name):
+            # ``f = lambda ...`` is ``def f``: its body reads globals when called
+            self._defaults(value.args)
+            name = targets[0].id
+            self.bind(name, node.lineno, "callable")
+            self.facts.callables[name] = _callable_facts([value], _body_free_names(value), name)
+            return
+        self.expression(value)
+        for target in targets:
             self.target(target)
 
     def visit_AnnAssign(self, node):
@@ -364,15 +540,17 @@ class _ModuleWalker(ast.NodeVisitor):
             source = f"from {module} import {alias.name}" + (f" as {alias.asname}" if alias.asname else "")
             self.bind(name, node.lineno, "import", source)
 
+    def _defaults(self, arguments: ast.arguments) -> None:
+        """Default values are evaluated once, where the function is defined."""
+        for default in arguments.defaults + [d for d in arguments.kw_defaults if d]:
+            self.expression(default)
+
     def visit_FunctionDef(self, node):
         for decorator in node.decorator_list:
             self.expression(decorator)
-        for default in node.args.defaults + [d for d in node.args.kw_defaults if d]:
-            self.expression(default)
-        undecorated = type(node)(**{**node.__dict__, "decorator_list": []})
-        reads = free_names(undecorated) - {node.name}
+        self._defaults(node.args)
         self.bind(node.name, node.lineno, "callable")
-        self.facts.callables[node.name] = Callable_(reads, _body_changes(node))
+        self.facts.callables[node.name] = _callable_facts([node], _body_free_names(node), node.name)
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
@@ -384,13 +562,9 @@ class _ModuleWalker(ast.NodeVisitor):
         if others:
             for name in sorted(free_names(ast.Module(body=others, type_ignores=[]))):
                 self.read(name, node.lineno)
-        reads: frozenset[str] = frozenset()
-        changes: frozenset[str] = frozenset()
-        for method in methods:
-            reads |= free_names(method)
-            changes |= _body_changes(method)
+        reads = frozenset().union(*(free_names(method) for method in methods))
         self.bind(node.name, node.lineno, "callable")
-        self.facts.callables[node.name] = Callable_(reads - {node.name}, changes)
+        self.facts.callables[node.name] = _callable_facts(methods, reads, node.name)
 
     def visit_If(self, node):
         self.expression(node.test)
@@ -404,10 +578,9 @@ class _ModuleWalker(ast.NodeVisitor):
 
     def visit_For(self, node):
         self.expression(node.iter)
-        self.conditional += 1
-        self.target(node.target)
-        self.conditional -= 1
-        self.statements(node.body, conditional=True)
+        with self.branch():
+            self.target(node.target)
+            self.statements(node.body)
         self.statements(node.orelse, conditional=True)
 
     visit_AsyncFor = visit_For
@@ -425,30 +598,40 @@ class _ModuleWalker(ast.NodeVisitor):
         self.statements(node.body, conditional=True)
         for handler in node.handlers:
             self.expression(handler.type)
-            self.conditional += 1
-            if handler.name:
-                self.bind(handler.name, handler.lineno)
-            self.statements(handler.body)
-            self.conditional -= 1
+            previous = self.facts.changes.get(handler.name)
+            with self.branch():
+                if handler.name:
+                    self.bind(handler.name, handler.lineno)
+                self.statements(handler.body)
+            if handler.name:  # Python unbinds the name when the handler ends
+                self._unbind_handler_name(handler.name, previous)
         self.statements(node.orelse, conditional=True)
         self.statements(node.finalbody)
 
     visit_TryStar = visit_Try
 
+    def _unbind_handler_name(self, name: str, previous: Change | None) -> None:
+        """``except E as e`` leaves ``e`` as it was before the ``try`` (or unbound, which
+        a later reader learns as "never defined"), so the binding does not escape."""
+        if previous is None:
+            self.facts.changes.pop(name, None)
+            self.maybe_bound.discard(name)
+        else:
+            self.facts.changes[name] = previous
+
     def visit_Match(self, node):
         self.expression(node.subject)
         for case in node.cases:
-            self.conditional += 1
-            for child in ast.walk(case.pattern):
-                for attribute in ("name", "rest"):
-                    bound = getattr(child, attribute, None)
-                    if isinstance(bound, str):
-                        self.bind(bound, case.pattern.lineno)
-                if isinstance(child, ast.MatchValue):
-                    self.expression(child.value)
-            self.expression(case.guard)
-            self.statements(case.body)
-            self.conditional -= 1
+            with self.branch():
+                for child in ast.walk(case.pattern):
+                    for attribute in ("name", "rest"):
+                        bound = getattr(child, attribute, None)
+                        if isinstance(bound, str):
+                            self.bind(bound, case.pattern.lineno)
+                    if isinstance(child, ast.MatchValue):
+                        self.expression(child.value)
+                self.expression(case.guard)
+                self.statements(case.body)
 
     def visit_Return(self, node):
         self.expression(node.value)

@@ -7,6 +7,13 @@ silently compute something else than the notebook, so conversion stops and says 
 ``prev:`` is missing. Modules are never shipped: a step using a module bound upstream
 re-runs the import. Parameters travel by value. Shared ``imports``/``functions`` code
 runs in every step.
+
+Conditional bindings (inside ``if``/``for``/``try``, or ``global`` assignments in a
+called function) may leave the older value in place. So when a later step takes a
+name from a step whose binding was conditional, that step also receives the older
+value from the writer before it (which must be its ancestor too) and hands it on.
+Only names someone actually takes are passed through, so loop variables in parallel
+branches cost nothing unless read downstream.
 """
 
 from __future__ import annotations
@@ -23,8 +30,12 @@ METRICS_STEP = "pipeline_metrics"
 
 @dataclass
 class _Writer:
+    """The step that last changed a name, as of some point in notebook order."""
+
     step: Step
     change: Change
+    previous: "_Writer | None" = None
+    """The writer before this one: the value a conditional binding may leave in place."""
 
 
 def _facts(pipeline: Pipeline, cells, step: str | None, known=None) -> CodeFacts:
@@ -94,17 +105,18 @@ class DataflowPlanner:
         self.last: dict[str, _Writer] = {}
         self.callables: dict[str, Callable_] = dict(self.shared.callables)
         self.ancestors: dict[str, set[str]] = {}
-        self.facts: dict[str, CodeFacts] = {}
 
     def plan(self) -> None:
         for step in self.pipeline.step_list():
             self._plan_step(step)
         self._plan_metrics()
+        for step in self.pipeline.steps.values():
+            # after all steps: a later consumer can add pass-through inputs upstream
+            step.upstream = sorted(set(step.prev) | {a.producer for a in step.inputs})
 
     # -- one step --------------------------------------------------------------
     def _plan_step(self, step: Step) -> None:
         facts = _facts(self.pipeline, step.cells, step.name, self.callables)
-        self.facts[step.name] = facts
         ancestors: set[str] = set()
         for parent in step.prev:
             ancestors |= {parent} | self.ancestors[parent]
@@ -112,17 +124,22 @@ class DataflowPlanner:
         self._check_parameters(step, facts)
         for use in facts.uses:
             self._resolve(step, use.name, use.cell, use.line, use.optional, ancestors)
-        step.upstream = sorted(set(step.prev) | {a.producer for a in step.inputs})
         for name, change in facts.changes.items():
             if name in self.pipeline.parameters:
                 continue
             if change.kind == "mutate" and self._is_module(name):
                 continue  # modules are re-imported, never shipped
-            self.last[name] = _Writer(step, change)
+            if change.kind == "mutate" and self._is_builtin(name):
+                continue  # `dtype=float` passes a builtin, it does not make one
+            self.last[name] = _Writer(step, change, self.last.get(name))
             if change.kind == "callable":
                 self.callables[name] = facts.callables[name]
-            else:
+            elif change.kind != "mutate":  # a mutated function keeps its body
                 self.callables.pop(name, None)
+
+    def _is_builtin(self, name: str) -> bool:
+        """A builtin name the notebook never binds itself (so nobody can change it)."""
+        return name in BUILTIN_NAMES and name not in self.last and name not in self.shared.changes
 
     def _is_module(self, name: str) -> bool:
         writer = self.last.get(name)
@@ -148,12 +165,22 @@ class DataflowPlanner:
                 )
 
     def _resolve(self, step: Step, name: str, cell: int, line: int, optional: bool, ancestors) -> None:
-        pipeline = self.pipeline
-        if name in pipeline.parameters:
+        """``step`` reads ``name`` (cell, line): connect it to the value it must see."""
+        if name in self.pipeline.parameters:
             if name not in step.parameters:
                 step.parameters.append(name)
             return
-        writer = self.last.get(name)
+        self._connect(step, name, self.last.get(name), cell, line, optional, ancestors)
+
+    def _connect(
+        self, step: Step, name: str, writer: _Writer | None, cell: int, line: int, optional: bool, ancestors
+    ) -> None:
+        """Make ``step`` receive the value ``writer`` left in ``name``.
+
+        A conditional binding may leave the older value in place, so the writer must
+        itself receive that older value and hand it on (recursively).
+        """
+        pipeline = self.pipeline
         if writer is None:
             if optional or name in BUILTIN_NAMES or name in self.shared.changes:
                 return
@@ -192,10 +219,15 @@ class DataflowPlanner:
             step.inputs.append(Artifact(name, writer.step.name))
         if name not in writer.step.outputs:
             writer.step.outputs.append(name)
+        if change.conditional and not any(a.name == name for a in writer.step.inputs):
+            self._connect(
+                writer.step, name, writer.previous, change.cell, change.line, True,
+                self.ancestors[writer.step.name],
+            )
 
     def _undefined(self, step: Step, name: str, cell: int, line: int) -> NotebookError:
         pipeline = self.pipeline
-        where = self._defined_elsewhere(step, name)
+        where = self._defined_elsewhere(name, cell)
         return NotebookError(
             f"step {step.name!r} reads {name!r}, which {where}",
             notebook=pipeline.notebook,
@@ -205,20 +237,21 @@ class DataflowPlanner:
             fix=f"define {name!r} in this step or in a step it follows (prev:)",
         )
 
-    def _defined_elsewhere(self, step: Step, name: str) -> str:
+    def _defined_elsewhere(self, name: str, reading_cell: int) -> str:
         """Where ``name`` is defined, for an error message that points at the fix."""
         pipeline = self.pipeline
         for cell in pipeline.skipped_cells:
             if _binds(cell.code, name):
                 return f"is defined in cell {cell.number}, which is tagged 'skip'"
-        for other in pipeline.step_list():
-            if other.first_cell > step.first_cell:
-                for cell in other.cells:
-                    if _binds(cell.code, name):
-                        return (
-                            f"is defined only later, in step {other.name!r} (cell "
-                            f"{cell.number})"
-                        )
+        later = [
+            (cell.number, other.name)
+            for other in pipeline.step_list()
+            for cell in other.cells
+            if cell.number > reading_cell and _binds(cell.code, name)
+        ]
+        if later:
+            number, other = min(later)
+            return f"is defined only later, in step {other!r} (cell {number})"
         for cell in pipeline.parameters_cells + pipeline.metrics_cells:
             if _binds(cell.code, name):
                 return f"is defined in cell {cell.number}, which is not a step"
@@ -242,7 +275,6 @@ class DataflowPlanner:
                     fix="report a value a step computes",
                 )
             self._resolve(step, name, cell, line, False, everything)
-        step.upstream = sorted({a.producer for a in step.inputs})
         self.pipeline.steps[METRICS_STEP] = step
 
 
@@ -251,7 +283,8 @@ def _binds(code: str, name: str) -> bool:
         facts = analyse_cells([(0, code)])
     except (SyntaxError, StarImportError):
         return False
-    return name in facts.changes
+    change = facts.changes.get(name)
+    return change is not None and change.kind not in ("mutate", "delete")
 
 
 def plan_dataflow(pipeline: Pipeline) -> None:

@@ -66,7 +66,9 @@ def assert_same(left, right, where: str) -> None:
         f"{where}: type {type(left)} != {type(right)}"
     )
     module = type(left).__module__.split(".")[0]
-    if module == "numpy":
+    if module == "numpy" and hasattr(left, "bit_generator"):  # a random Generator
+        assert_same(left.bit_generator.state, right.bit_generator.state, f"{where}.state")
+    elif module == "numpy" and hasattr(left, "dtype"):
         import numpy as np
 
         assert np.array_equal(np.asarray(left), np.asarray(right), equal_nan=left.dtype.kind in "fc"), where
