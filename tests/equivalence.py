@@ -101,6 +101,8 @@ def assert_same(left, right, where: str) -> None:
                 assert_same(value, vars(right)[key], f"{where}.{key}")
     elif hasattr(left, "__dict__"):
         assert_same(vars(left), vars(right), f"{where}.__dict__")
+    elif isinstance(getattr(left, "__getstate__", lambda: None)(), dict):  # e.g. sklearn's Tree
+        assert_same(left.__getstate__(), right.__getstate__(), f"{where}.__getstate__()")
     else:
         assert repr(left) == repr(right), f"{where}: {left!r} != {right!r}"
 
