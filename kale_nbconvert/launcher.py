@@ -1,56 +1,152 @@
-"""The generated script's command line: compile to YAML, or run on this machine.
+"""The generated script's command line: compile to YAML, run here, or run on a cluster.
 
 Embedded verbatim in every generated script (which must not need this project), so
 everything here is top-level functions prefixed ``_kale_`` that import what they use.
+
+A ``--local`` run leaves, next to the outputs kfp.local writes, a manifest
+``<runs-dir>/<pipeline>-<timestamp>/kale-run.json`` (format ``kale-local-run/1``)::
+
+    {"format": "kale-local-run/1", "pipeline": ..., "script": ..., "started": ISO time,
+     "duration_s": ..., "status": "succeeded" | "failed", "cache": bool,
+     "parameters": {name: value},               # every parameter, defaults included
+     "steps": {step: {"status": "succeeded" | "cached" | "failed" | "not run",
+                      "duration_s": ..., "failure": "kale: step ... failed in ... line N",
+                      "outputs": {variable: {"uri": ..., "metadata": {...}}},
+                      "inputs": {variable: {"producer": step, "uri": ...}},
+                      "parameters": {name: value}, "metrics": {name: number}}}}
+
+``kale_nbconvert.local_runs`` reads it to hand a run's artifacts back to a notebook.
 """
 
 
-def _kale_main(build_pipeline, parameters, packages, script, argv=None):
-    """``python pipeline.py [--local] [--param NAME=VALUE ...] [--output FILE]``."""
+def _kale_main(build_pipeline, parameters, packages, script, argv=None,
+               pipeline_name="", experiment="", host=""):
+    """``python pipeline.py [--local [--cache] | --host [URL]] [--param NAME=VALUE ...]``.
+
+    ``pipeline_name``, ``experiment`` and ``host`` are the notebook's
+    ``kubeflow_notebook`` metadata: defaults that the flags override.
+    """
     import argparse
     import os
     import sys
 
+    folder = os.path.dirname(os.path.abspath(script))
     stem = os.path.splitext(os.path.abspath(script))[0]
+    name = os.path.basename(script)
     parser = argparse.ArgumentParser(
-        prog=os.path.basename(script),
-        description="Compile this Kubeflow pipeline to YAML (default) or run it on this "
-        "machine with --local.",
-    )
-    parser.add_argument(
-        "--local",
-        action="store_true",
-        help="run the pipeline here with kfp.local (no cluster, nothing installed)",
+        prog=name,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Your notebook as a Kubeflow pipeline. With no options this compiles it to\n"
+            "YAML (upload it in the Kubeflow UI); --local runs every step on this\n"
+            "machine; --host runs it on a Kubeflow cluster and prints the run's URL."
+        ),
+        epilog=(
+            "examples:\n"
+            f"  python {name}                          write {os.path.basename(stem)}.yaml\n"
+            f"  python {name} --local                  run here, outputs in ./kale-local-runs/\n"
+            f"  python {name} --local --cache          re-run only the steps you changed\n"
+            f"  python {name} --host http://localhost:8080 --experiment tests\n"
+            "\n"
+            "authentication (--host): a token (--token, or $KF_PIPELINES_TOKEN), cookies\n"
+            "(--cookies, or $KF_PIPELINES_COOKIES), or a service account token file\n"
+            "(--sa-token-path, or $KF_PIPELINES_SA_TOKEN_PATH); kfp's own variables\n"
+            "KF_PIPELINES_ENDPOINT, KF_PIPELINES_UI_ENDPOINT and KF_PIPELINES_IAP_OAUTH2_*\n"
+            "work too. Outputs of a local run open in Python with\n"
+            "  from kale_nbconvert.local_runs import load_run; load_run().outputs('STEP')"
+        ),
     )
     parser.add_argument(
         "--param",
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="set a pipeline parameter (repeatable): " + ", ".join(
-            f"{name} ({type_name}, default {default!r})"
-            for name, (type_name, default) in parameters.items()
-        ),
+        help="set a pipeline parameter (repeatable; local and cluster runs): " + (", ".join(
+            f"{pname} ({type_name}, default {default!r})"
+            for pname, (type_name, default) in parameters.items()
+        ) or "this pipeline has none"),
     )
     parser.add_argument(
         "--output",
         default=f"{stem}.yaml",
+        metavar="FILE",
         help="where to write the compiled pipeline (default: %(default)s)",
     )
-    parser.add_argument(
-        "--runs-dir",
-        default=os.path.join(os.path.dirname(os.path.abspath(script)), "kale-local-runs"),
-        help="where --local keeps run outputs (default: %(default)s)",
+    local_group = parser.add_argument_group("run on this machine")
+    local_group.add_argument(
+        "--local",
+        action="store_true",
+        help="run every step here with kfp.local: no cluster, nothing is installed "
+        "(the packages the steps import must already be installed)",
     )
+    local_group.add_argument(
+        "--cache",
+        action="store_true",
+        help="with --local: reuse the results of steps whose code, inputs and "
+        "parameters did not change since an earlier --cache run",
+    )
+    local_group.add_argument(
+        "--runs-dir",
+        default=os.path.join(folder, "kale-local-runs"),
+        metavar="DIR",
+        help="where --local keeps its runs, one folder each (default: %(default)s)",
+    )
+    cluster = parser.add_argument_group("run on a Kubeflow cluster")
+    cluster.add_argument(
+        "--host",
+        nargs="?",
+        const=host,  # "" (no URL anywhere) still means a cluster run: kfp finds the host
+        metavar="URL",
+        help="upload the pipeline to the Kubeflow Pipelines API at URL (a new version "
+        "if it exists) and start a run; without URL: "
+        + (f"{host} (from the notebook)" if host else
+           "$KF_PIPELINES_ENDPOINT, else the in-cluster service"),
+    )
+    cluster.add_argument(
+        "--experiment",
+        default=experiment or "Default",
+        metavar="NAME",
+        help="experiment of the run (default: %(default)s)",
+    )
+    cluster.add_argument("--run-name", metavar="NAME",
+                         help="name of the run (default: pipeline name and time)")
+    cluster.add_argument(
+        "--pipeline-name",
+        default=pipeline_name,
+        metavar="NAME",
+        help="name of the pipeline on the cluster (default: %(default)s)",
+    )
+    cluster.add_argument("--namespace", metavar="NS",
+                         help="Kubernetes namespace of the experiment (multi-user Kubeflow)")
+    cluster.add_argument("--token", default=os.environ.get("KF_PIPELINES_TOKEN"),
+                         help="bearer token for the API (default: $KF_PIPELINES_TOKEN)")
+    cluster.add_argument("--cookies", default=os.environ.get("KF_PIPELINES_COOKIES"),
+                         help='cookies for the API, e.g. "authservice_session=..." '
+                         "(default: $KF_PIPELINES_COOKIES)")
+    cluster.add_argument("--sa-token-path", metavar="FILE",
+                         help="service account token file, as mounted in Kubeflow "
+                         "notebook pods (default: $KF_PIPELINES_SA_TOKEN_PATH)")
     args = parser.parse_args(argv)
+    cluster_run = args.host is not None
+    if args.local and cluster_run:
+        parser.error("--local and --host exclude each other: run here or on a cluster")
+    if args.cache and not args.local:
+        parser.error("--cache applies to --local runs (a cluster caches by itself)")
     try:
         arguments = _kale_parse_params(args.param, parameters)
     except ValueError as error:
         parser.error(str(error))
     if args.local:
-        return _kale_run_local(build_pipeline, packages, arguments, args.runs_dir)
+        defaults = {pname: default for pname, (_, default) in parameters.items()}
+        return _kale_run_local(
+            build_pipeline, packages, {**defaults, **arguments}, args.runs_dir,
+            use_cache=args.cache, script=script,
+        )
     from kfp import compiler
 
+    if cluster_run:
+        compiler.Compiler().compile(build_pipeline(), args.output)
+        return _kale_submit(args, arguments)
     compiler.Compiler().compile(build_pipeline(), args.output, pipeline_parameters=arguments or None)
     print(f"Pipeline compiled to {args.output}", file=sys.stderr)
     return 0
@@ -107,10 +203,19 @@ def _kale_check_local_packages(packages):
     return missing
 
 
-def _kale_run_local(build_pipeline, packages, arguments, runs_dir):
-    """Run every step here with kfp.local's SubprocessRunner, without a venv."""
+def _kale_run_local(build_pipeline, packages, arguments, runs_dir, use_cache=False, script=""):
+    """Run every step here with kfp.local's SubprocessRunner, without a venv.
+
+    kfp.local's own log (executor input JSON, coloured banners) is replaced by one
+    progress line per step and a closing summary; the steps' own output (prints,
+    tracebacks) still streams, prefixed with the step name. ``--cache`` is kfp.local's
+    cache: its key hashes the component's command (which embeds the step's cells,
+    the shared cells and the runtime), the parameter values and the input artifacts'
+    URIs, so a step re-runs exactly when its code, parameters or inputs changed,
+    and a re-run step's new outputs make its descendants re-run.
+    """
+    import datetime
     import os
-    import re
     import sys
     import time
 
@@ -124,43 +229,422 @@ def _kale_run_local(build_pipeline, packages, arguments, runs_dir):
             file=sys.stderr,
         )
         return 1
+    runs_dir = os.path.abspath(runs_dir)
     os.makedirs(runs_dir, exist_ok=True)
-    before = set(os.listdir(runs_dir))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=runs_dir)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=runs_dir,
+        enable_caching=use_cache,
+    )
     pipeline = build_pipeline(local=True)
+    tasks = _kale_task_order(pipeline.pipeline_spec)
+    state = {"steps": {}, "current": None, "run": None, "total": len(tasks)}
+    print(f"kale: running {pipeline.name} locally: {len(tasks)} steps"
+          + (", reusing unchanged steps (--cache)" if use_cache else ""), flush=True)
     started = time.perf_counter()
+    started_at = datetime.datetime.now().isoformat(timespec="seconds")
+    restore = _kale_instrument_kfp_local(state)
+    error = None
     try:
         pipeline(**arguments)
-    except Exception as error:  # kfp.local raises RuntimeError for a failed task
-        message = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
-        print(f"\nkale: the local run failed: {message}", file=sys.stderr)
-        _kale_print_outputs(runs_dir, before)
-        return 1
+    except Exception as raised:  # noqa: BLE001 - kfp.local raises RuntimeError for a failed task
+        error = raised
+    finally:
+        restore()
     elapsed = time.perf_counter() - started
-    print(f"\nkale: all steps succeeded in {elapsed:.2f} s", file=sys.stderr)
-    _kale_print_outputs(runs_dir, before)
+    run = state["run"]  # None if no task started (or kfp.local could not be instrumented)
+    succeeded = error is None  # kfp.local raises when a task fails
+    manifest = _kale_write_manifest(
+        run, pipeline, tasks, state["steps"], arguments, use_cache, script, started_at,
+        elapsed, succeeded,
+    )
+    run = run or runs_dir
+    try:
+        shown = run if os.path.relpath(run).startswith("..") else os.path.relpath(run)
+    except ValueError:  # another drive (Windows)
+        shown = run
+    if succeeded:
+        cached = sum(step["status"] == "cached" for step in manifest["steps"].values())
+        print(
+            f"kale: all {len(tasks)} steps succeeded in {elapsed:.2f} s"
+            + (f" ({cached} reused from cache)" if cached else "")
+            + f"\nkale: outputs in {shown}"
+            f"\nkale: open them in Python: from kale_nbconvert.local_runs import load_run; "
+            f"load_run({run!r})",
+            flush=True,
+        )
+        return 0
+    failed = [task for task in tasks if manifest["steps"][task]["status"] == "failed"]
+    not_run = [task for task in tasks if manifest["steps"][task]["status"] == "not run"]
+    lines = []
+    for task in failed:
+        lines.append(manifest["steps"][task].get("failure") or f"kale: step {task!r} failed")
+    if not failed:
+        message = " ".join(str(error).split()) if error else "unknown error"
+        lines.append("kale: the local run failed: " + _kale_strip_ansi(message))
+    if not_run:
+        lines.append("kale: not run: " + ", ".join(not_run))
+    done = len(tasks) - len(failed) - len(not_run)
+    lines.append(f"kale: run failed after {elapsed:.2f} s ({done} of {len(tasks)} steps "
+                 f"succeeded); outputs so far in {shown}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    return 1
+
+
+def _kale_strip_ansi(text):
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def _kale_task_order(pipeline_spec):
+    """The pipeline's task names in an order kfp.local may run them (topological,
+    ties in name order)."""
+    dag = pipeline_spec.root.dag.tasks
+    order, done = [], set()
+    while len(order) < len(dag):
+        ready = sorted(
+            name for name, task in dag.items()
+            if name not in done and set(task.dependent_tasks) <= done
+        )
+        if not ready:  # a cycle cannot compile; keep going rather than loop
+            ready = sorted(set(dag) - done)
+        order.append(ready[0])
+        done.add(ready[0])
+    return order
+
+
+def _kale_instrument_kfp_local(state):
+    """Make kfp.local report through ``state`` instead of its own log; returns a
+    function that undoes it.
+
+    kfp.local offers no hook per task, so four of its module attributes are replaced
+    for the duration of the run: the logger context and the separator lines
+    (silenced), the task executor (timed and recorded: status, outputs, cache hit)
+    and the subprocess runner (output filtered and prefixed).
+    """
+    import contextlib
+    import logging
+    import os
+    import time
+    import warnings
+
+    try:
+        from kfp.local import logging_utils, subprocess_task_handler
+        from kfp.local.orchestrator import task_executor
+
+        originals = (
+            logging_utils.local_logger_context,
+            logging_utils.print_horizontal_line,
+            task_executor.execute_single_task,
+            subprocess_task_handler.run_local_subprocess,
+        )
+    except (ImportError, AttributeError):  # another kfp version: keep its own log
+        return lambda: None
+
+    @contextlib.contextmanager
+    def quiet_logger_context():
+        previous = logging.root.manager.disable
+        logging.disable(logging.CRITICAL)  # we report each task ourselves
+        try:
+            yield
+        finally:
+            logging.disable(previous)
+
+    def execute_single_task(*args, **kwargs):
+        task = kwargs.get("task_name")
+        state["current"] = {"task": task, "ran": False, "failure": None}
+        if state["run"] is None and "pipeline_root" in kwargs:
+            state["run"] = os.path.join(kwargs["pipeline_root"], kwargs["pipeline_resource_name"])
+        began = time.perf_counter()
+        outputs, status = originals[2](*args, **kwargs)
+        ok = getattr(status, "name", str(status)) == "SUCCESS"
+        record = {
+            "status": ("succeeded" if state["current"]["ran"] else "cached") if ok else "failed",
+            "duration_s": round(time.perf_counter() - began, 3),
+            "artifacts": {
+                key: {"uri": value.uri, "metadata": dict(value.metadata or {})}
+                for key, value in (outputs or {}).items() if hasattr(value, "uri")
+            },
+            "failure": state["current"]["failure"],
+        }
+        state["steps"][task] = record
+        _kale_print_progress(task, record, len(state["steps"]), state["total"])
+        return outputs, status
+
+    def run_local_subprocess(full_command, env_vars=None):
+        state["current"]["ran"] = True
+        return _kale_run_step_process(full_command, env_vars, state)
+
+    logging_utils.local_logger_context = quiet_logger_context
+    logging_utils.print_horizontal_line = lambda: None
+    task_executor.execute_single_task = execute_single_task
+    subprocess_task_handler.run_local_subprocess = run_local_subprocess
+    catcher = warnings.catch_warnings()
+    catcher.__enter__()
+    # Resource limits and display names apply on a cluster; locally they are ignored.
+    warnings.filterwarnings("ignore", message=r"Task .*: settings .* have no effect")
+
+    def restore():
+        catcher.__exit__(None, None, None)
+        (logging_utils.local_logger_context, logging_utils.print_horizontal_line,
+         task_executor.execute_single_task, subprocess_task_handler.run_local_subprocess) = originals
+
+    return restore
+
+
+def _kale_run_step_process(full_command, env_vars, state):
+    """Run one step's process; stream its output minus kfp's executor log.
+
+    kfp's executor logs its progress to stdout as ``[KFP Executor ...]`` lines, one
+    of them followed by the executor input as indented JSON that ends with a ``}``
+    line; the rest (including the step's own logging, which gets the same prefix
+    from the executor's logging setup) is the step's output, shown as
+    ``  step | line``. The runtime's
+    ``kale: step ... failed ...`` line is kept for the closing summary.
+    """
+    import os
+    import subprocess
+    import sys
+
+    prefix = f"  {state['current']['task']} | "
+    env = {**os.environ, **(env_vars or {})}
+    in_json = False
+    with subprocess.Popen(full_command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, bufsize=1, env=env, errors="replace") as process:
+        for line in process.stdout:
+            if in_json:
+                in_json = line.rstrip("\n") != "}"
+                continue
+            if line.startswith("[KFP Executor ") and any(
+                message in line for message in (
+                    "]: Looking for component", "]: Loading KFP component",
+                    "]: --component_module_path is not specified", "]: Got executor_input:",
+                    "]: Wrote executor output file", "]: Did not write output file",
+                )
+            ):  # only these: the step's own logging.info() has the same prefix
+                in_json = line.rstrip().endswith("Got executor_input:")
+                continue
+            if line.startswith("kale: step ") and " failed" in line:
+                state["current"]["failure"] = line.strip()
+            sys.stdout.write(prefix + line if line.strip() else line)
+            sys.stdout.flush()
+        return process.wait()
+
+
+def _kale_print_progress(task, record, number, total):
+    """``[2/4] train   succeeded   1.20 s   model (sklearn...LogisticRegression, 1.2 KB)``."""
+    import sys
+
+    outputs = []
+    for key, artifact in sorted(record["artifacts"].items()):
+        metadata = artifact["metadata"]
+        if key == "metrics" or not key.endswith("_out"):
+            values = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in sorted(metadata.items()) if k != "display_name")
+            outputs.append(f"{key}: {values}" if values else key)
+            continue
+        size = metadata.get("size_bytes")
+        if size is None:
+            size = _kale_path_size(artifact["uri"])
+        kind = str(metadata.get("python_type", "")).rsplit(".", 1)[-1]
+        outputs.append(f"{key[:-4]} ({kind + ', ' if kind else ''}{_kale_format_size(size)})")
+    width = len(str(total))
+    line = (f"[{number:>{width}}/{total}] {task:<16} {record['status']:<9} "
+            f"{record['duration_s']:6.2f} s   " + "; ".join(outputs))
+    print(line.rstrip(), flush=True, file=sys.stdout)
+
+
+def _kale_path_size(path):
+    import os
+
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(root, name))
+                   for root, _, names in os.walk(path) for name in names)
+    return os.path.getsize(path) if os.path.exists(path) else 0
+
+
+def _kale_format_size(size):
+    size = float(size or 0)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def _kale_write_manifest(run, pipeline, tasks, records, arguments, use_cache, script,
+                         started_at, elapsed, succeeded):
+    """Write ``kale-run.json`` (format in this module's docstring) into the run folder
+    ``run`` (if known) and return it: what each step got and produced, for the summary
+    and for ``kale_nbconvert.local_runs``."""
+    import json
+    import os
+
+    dag = pipeline.pipeline_spec.root.dag.tasks
+    steps = {}
+    for task in tasks:
+        record = records.get(task, {"status": "not run", "artifacts": {}})
+        spec = dag[task]
+        outputs, metrics = {}, {}
+        for key, artifact in record["artifacts"].items():
+            if key.endswith("_out"):
+                outputs[_kale_artifact_variable(key, artifact["uri"])] = artifact
+            else:
+                metrics.update({k: v for k, v in artifact["metadata"].items()
+                                if isinstance(v, (int, float))})
+        inputs = {}
+        for argument, source in spec.inputs.artifacts.items():
+            producer = source.task_output_artifact.producer_task
+            key = source.task_output_artifact.output_artifact_key
+            artifact = records.get(producer, {}).get("artifacts", {}).get(key)
+            if artifact:
+                variable = _kale_artifact_variable(key, artifact["uri"])
+                inputs[variable] = {"producer": producer, "uri": artifact["uri"]}
+        step_parameters = {
+            name: arguments.get(source.component_input_parameter)
+            for name, source in spec.inputs.parameters.items()
+            if source.component_input_parameter
+        }
+        steps[task] = {
+            "status": record["status"],
+            "duration_s": record.get("duration_s"),
+            "failure": record.get("failure"),
+            "outputs": outputs,
+            "inputs": inputs,
+            "parameters": step_parameters,
+            "metrics": metrics,
+        }
+    manifest = {
+        "format": "kale-local-run/1",
+        "pipeline": pipeline.name,
+        "script": os.path.abspath(script) if script else "",
+        "started": started_at,
+        "duration_s": round(elapsed, 3),
+        "status": "succeeded" if succeeded else "failed",
+        "cache": use_cache,
+        "parameters": arguments,
+        "steps": steps,
+    }
+    if run:
+        os.makedirs(run, exist_ok=True)  # kfp.local makes none when every step is cached
+        with open(os.path.join(run, "kale-run.json"), "w", encoding="utf-8") as handle:
+            json.dump(manifest, handle, indent=1, default=repr)
+    return manifest
+
+
+def _kale_artifact_variable(key, uri):
+    """The notebook variable an output artifact holds (its ``kale.json`` says)."""
+    import json
+    import os
+
+    try:
+        with open(os.path.join(uri, "kale.json"), encoding="utf-8") as handle:
+            return json.load(handle)["variable"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return key[:-4] if key.endswith("_out") else key
+
+
+def _kale_submit(args, arguments):
+    """Upload the compiled pipeline (a new version if one of that name exists),
+    start a run of that version in the experiment, print the run's URL."""
+    import contextlib
+    import datetime
+    import io
+    import os
+    import sys
+    import warnings
+
+    host = args.host or None
+    shown_host = host or os.environ.get("KF_PIPELINES_ENDPOINT") or "the in-cluster Kubeflow Pipelines"
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H-%M-%S")
+    name = args.pipeline_name
+    try:
+        # kfp prints its own links and warns about its version; we print one summary.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            client = _kale_kfp_client(host, args)
+            pipeline_id = client.get_pipeline_id(name)
+            if pipeline_id is None:
+                pipeline = client.upload_pipeline(args.output, pipeline_name=name)
+                pipeline_id = pipeline.pipeline_id
+                versions = client.list_pipeline_versions(
+                    pipeline_id, page_size=1, sort_by="created_at desc"
+                ).pipeline_versions or []
+                if not versions:
+                    raise RuntimeError(f"the upload of {name!r} created no pipeline version")
+                version = versions[0]
+                what = "new pipeline"
+            else:
+                version = client.upload_pipeline_version(
+                    args.output, pipeline_version_name=f"{name} {stamp}", pipeline_id=pipeline_id
+                )
+                what = "new version of"
+            experiment = client.create_experiment(args.experiment, namespace=args.namespace)
+            run = client.run_pipeline(
+                experiment_id=experiment.experiment_id,
+                job_name=args.run_name or f"{name} {stamp}",
+                params=arguments,
+                pipeline_id=pipeline_id,
+                version_id=version.pipeline_version_id,
+            )
+    except Exception as error:  # noqa: BLE001 - one clear line instead of a urllib3 traceback
+        print(f"kale: {_kale_cluster_error(error, shown_host)}", file=sys.stderr)
+        return 1
+    ui = (os.environ.get("KF_PIPELINES_UI_ENDPOINT") or host or "").rstrip("/")
+    if ui and not ui.startswith(("http://", "https://")):
+        ui = "https://" + ui
+    print(f"kale: uploaded {what} {name!r}: version {version.display_name!r} "
+          f"({version.pipeline_version_id})")
+    print(f"kale: started run {run.display_name!r} in experiment {args.experiment!r}")
+    print(f"kale: run URL: {ui or '/pipeline'}/#/runs/details/{run.run_id}")
     return 0
 
 
-def _kale_print_outputs(runs_dir, before):
-    """List each step's output artifacts of the run just made."""
-    import os
-    import sys
+def _kale_kfp_client(host, args):
+    """``kfp.Client`` with the chosen authentication, failing at once if the host
+    does not answer (kfp's own health check retries five times, 5 s apart, and logs
+    each traceback)."""
+    import kfp
 
-    new = sorted(set(os.listdir(runs_dir)) - before)
-    if not new:
-        return
-    run = os.path.join(runs_dir, new[-1])
-    print(f"kale: outputs in {run}", file=sys.stderr)
-    for task in sorted(os.listdir(run)):
-        folder = os.path.join(run, task)
-        if not os.path.isdir(folder):
-            continue
-        for output in sorted(os.listdir(folder)):
-            path = os.path.join(folder, output)
-            size = sum(
-                os.path.getsize(os.path.join(root, name))
-                for root, _, names in os.walk(path)
-                for name in names
-            ) if os.path.isdir(path) else os.path.getsize(path)
-            print(f"  {task}/{output}  {size:,} bytes", file=sys.stderr)
+    class Client(kfp.Client):
+        def get_kfp_healthz(self, sleep_duration=5):
+            return self._healthz_api.healthz_service_get_healthz()
+
+    credentials = None
+    if args.sa_token_path:
+        from kfp.client import ServiceAccountTokenVolumeCredentials
+
+        credentials = ServiceAccountTokenVolumeCredentials(path=args.sa_token_path)
+    options = {"namespace": args.namespace} if args.namespace else {}
+    return Client(host=host, existing_token=args.token or None, cookies=args.cookies or None,
+                  credentials=credentials, **options)
+
+
+def _kale_cluster_error(error, host):
+    """One line saying why talking to the cluster failed, and what to try."""
+    import re
+
+    try:
+        from urllib3.exceptions import HTTPError as Urllib3Error
+        from urllib3.exceptions import MaxRetryError
+    except ImportError:  # pragma: no cover - kfp depends on urllib3
+        Urllib3Error = MaxRetryError = ()
+    status = getattr(error, "status", None)
+    if isinstance(error, MaxRetryError):
+        reason = str(error.reason or error)
+        reason = re.sub(r"<[^>]*>:?\s*|^\w+\(host=[^)]*\):\s*", "", reason).strip()
+        return f"cannot reach Kubeflow Pipelines at {host}: {reason}. Check the URL (--host) and that the server is up."
+    if isinstance(error, (Urllib3Error, ConnectionError, OSError)) and not status:
+        return f"cannot reach Kubeflow Pipelines at {host}: {error}"
+    if isinstance(status, int):
+        reason = getattr(error, "reason", "") or ""
+        if status in (401, 403):
+            return (f"{host} refused the request (HTTP {status} {reason}): authenticate with "
+                    "--token, --cookies or --sa-token-path (see --help)")
+        if status == 404:
+            return (f"{host} has no Kubeflow Pipelines v2 API (HTTP 404 {reason}); "
+                    "give the URL of the pipelines endpoint, e.g. http://localhost:8080")
+        body = " ".join(str(getattr(error, "body", "") or "").split())[:300]
+        return f"{host} answered HTTP {status} {reason}" + (f": {body}" if body else "")
+    return f"submitting to {host} failed: {type(error).__name__}: {' '.join(str(error).split())}"
