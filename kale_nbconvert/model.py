@@ -89,6 +89,10 @@ class Step:
     """Every step this one waits for: ``prev:`` edges plus data edges."""
     # Filled by marshal injection.
     packages: list[str] = field(default_factory=list)
+    output_kinds: dict[str, str] = field(default_factory=dict)
+    """KFP artifact class of each output (``Dataset``, ``Model``; ``Artifact`` if absent)."""
+    output_cells: dict[str, int] = field(default_factory=dict)
+    """The cell of this step that last sets each output (for run-time messages)."""
     is_metrics: bool = False
 
     @property

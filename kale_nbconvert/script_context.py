@@ -36,7 +36,9 @@ class StepView:
 def _signature(step: Step, pipeline: Pipeline) -> list[str]:
     arguments = [f"{a.input_argument}: Input[Artifact]" for a in step.inputs]
     arguments += [f"{name}: {pipeline.parameters[name].type_name}" for name in step.parameters]
-    arguments += [f"{name}_out: Output[Artifact]" for name in step.outputs]
+    arguments += [
+        f"{name}_out: Output[{step.output_kinds.get(name, 'Artifact')}]" for name in step.outputs
+    ]
     if step.is_metrics:
         arguments.append("metrics: Output[Metrics]")
     names = [argument.split(":")[0] for argument in arguments]
@@ -55,7 +57,7 @@ def _signature(step: Step, pipeline: Pipeline) -> list[str]:
 
 def _body(step: Step, pipeline: Pipeline) -> str:
     inputs = "{" + ", ".join(
-        f"{py_literal(a.name)}: ({a.input_argument}.path, {py_literal(a.producer)})"
+        f"{py_literal(a.name)}: ({a.input_argument}, {py_literal(a.producer)})"
         for a in step.inputs
     ) + "}"
     if step.is_metrics:
@@ -64,7 +66,10 @@ def _body(step: Step, pipeline: Pipeline) -> str:
         f"        ({cell.number}, {py_literal(cell.code)}),\n" for cell in step.cells
     )
     parameters = "{" + ", ".join(f"{py_literal(n)}: {n}" for n in step.parameters) + "}"
-    outputs = "{" + ", ".join(f"{py_literal(n)}: {n}_out.path" for n in step.outputs) + "}"
+    outputs = "{" + ", ".join(f"{py_literal(n)}: {n}_out" for n in step.outputs) + "}"
+    output_cells = "{" + ", ".join(
+        f"{py_literal(n)}: {step.output_cells[n]}" for n in step.outputs if n in step.output_cells
+    ) + "}"
     return (
         "_kale_run_step(\n"
         f"        notebook={py_literal(pipeline.notebook)},\n"
@@ -76,6 +81,7 @@ def _body(step: Step, pipeline: Pipeline) -> str:
         f"        inputs={inputs},\n"
         f"        outputs={outputs},\n"
         f"        uses_ipython={step.uses_ipython or any(c.uses_ipython for c in pipeline.shared_cells)},\n"
+        f"        output_cells={output_cells},\n"
         "    )"
     )
 
@@ -166,7 +172,10 @@ def script_context(pipeline: Pipeline) -> dict:
         + "\n\nUsage:\n"
         "    python THIS_FILE                      compile to YAML next to this file\n"
         "    python THIS_FILE --local              run every step on this machine\n"
+        "    python THIS_FILE --local --cache      re-run only steps whose code or inputs changed\n"
         "    python THIS_FILE --param NAME=VALUE   override a pipeline parameter\n"
+        "    python THIS_FILE --host URL           upload and run on a Kubeflow cluster\n"
+        "    python THIS_FILE --help               everything else\n"
     )
     return {
         "version": __version__,

@@ -1,0 +1,448 @@
+"""Marshalling: every supported type round-trips exactly; what cannot travel is refused
+clearly, leaving no partial file; producers declare Dataset/Model where evident."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import sys
+import threading
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from helpers import convert, make_notebook
+from kale_nbconvert.runtime import (
+    _kale_load,
+    _kale_marshal_choose,
+    _kale_marshal_load,
+    _kale_marshal_save,
+    _kale_save,
+)
+
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def roundtrip(value, folder, name="value", registry=None):
+    path = os.path.join(str(folder), name)
+    meta = _kale_marshal_save(value, path, registry)
+    assert sorted(os.listdir(path)) == sorted(["kale.json", meta["file"]])
+    assert not os.path.exists(path + ".partial")
+    return _kale_marshal_load(path, registry), meta
+
+
+@pytest.fixture
+def notebook_main():
+    """A fresh ``__main__``, as a step has, for code defined in the notebook."""
+    saved = sys.modules["__main__"]
+    module = types.ModuleType("__main__")
+    sys.modules["__main__"] = module
+    yield module.__dict__
+    sys.modules["__main__"] = saved
+
+
+# -- numpy -----------------------------------------------------------------------------
+
+ARRAY_DTYPES = st.one_of(
+    hnp.integer_dtypes(), hnp.unsigned_integer_dtypes(), hnp.floating_dtypes(),
+    hnp.complex_number_dtypes(), hnp.boolean_dtypes(), hnp.datetime64_dtypes(),
+    hnp.timedelta64_dtypes(), hnp.byte_string_dtypes(), hnp.unicode_string_dtypes(),
+)
+
+
+@FAST
+@given(array=hnp.arrays(ARRAY_DTYPES, hnp.array_shapes(min_dims=0, max_dims=3, max_side=5)))
+def test_ndarrays_round_trip_as_npy(tmp_path, array):
+    back, meta = roundtrip(array, tmp_path)
+    assert meta["serializer"] == "npy" and meta["kind"] == "Dataset"
+    assert type(back) is np.ndarray and back.dtype == array.dtype and back.shape == array.shape
+    np.testing.assert_array_equal(back, array)
+    assert back.flags.writeable
+
+
+@FAST
+@given(values=st.lists(st.one_of(st.integers(), st.text(), st.none(), st.tuples(st.integers())), max_size=6))
+def test_object_arrays_go_through_pickle(tmp_path, values):
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    back, meta = roundtrip(array, tmp_path)
+    assert meta["serializer"] == "pickle"
+    assert back.dtype == object and list(back) == list(array)
+
+
+@FAST
+@given(array=hnp.arrays(st.one_of(hnp.integer_dtypes(), hnp.floating_dtypes(), hnp.boolean_dtypes(), hnp.datetime64_dtypes()), ()))
+def test_numpy_scalars_stay_scalars_of_the_same_dtype(tmp_path, array):
+    scalar = array[()]
+    back, _ = roundtrip(scalar, tmp_path)
+    assert type(back) is type(scalar) and back.dtype == scalar.dtype
+    np.testing.assert_array_equal(back, scalar)
+
+
+def test_datetime_and_fortran_arrays(tmp_path):
+    for array in (np.asfortranarray(np.arange(12.0).reshape(3, 4)), np.arange(5).astype("M8[ns]")[::2]):
+        back, _ = roundtrip(array, tmp_path)
+        np.testing.assert_array_equal(back, array)
+        assert back.dtype == array.dtype
+
+
+# -- pandas ------------------------------------------------------------------------------
+
+ROWS = st.integers(min_value=0, max_value=8)
+
+
+@st.composite
+def frames(draw):
+    n = draw(ROWS)
+    ints = draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=n, max_size=n))
+    floats = draw(st.lists(st.floats(allow_nan=True), min_size=n, max_size=n))
+    texts = draw(st.lists(st.text(max_size=5), min_size=n, max_size=n))
+    codes = draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
+    seconds = draw(st.lists(st.integers(0, 10**9), min_size=n, max_size=n))
+    tz = draw(st.sampled_from([None, "UTC", "Europe/Paris", "America/New_York"]))
+    frame = pd.DataFrame(
+        {
+            "i": np.array(ints, dtype="int64"),
+            "f32": np.array([x for x in floats], dtype="float64").clip(-1e30, 1e30).astype("float32"),
+            "f": floats,
+            "s": pd.Series(texts, dtype=draw(st.sampled_from(["str", "object", "string"]))),
+            "c": pd.Categorical.from_codes(codes, ["a", "b", "c"], ordered=draw(st.booleans())),
+            "t": pd.to_datetime(seconds, unit="s").tz_localize(tz),
+            "n": pd.array([None if i % 3 == 0 else i for i in codes], dtype="Int64"),
+            "b": pd.array([None if i == 1 else i == 0 for i in codes], dtype="boolean"),
+        }
+    )
+    frame.columns.name = draw(st.sampled_from([None, "fields"]))
+    index = draw(st.sampled_from(["range", "text", "multi", "dates"]))
+    if index == "text":
+        frame.index = pd.Index([f"r{i}" for i in range(n)], name="row")
+    elif index == "multi":
+        frame.index = pd.MultiIndex.from_arrays([list(range(n)), [i % 2 for i in range(n)]], names=["a", "b"])
+    elif index == "dates":
+        frame.index = pd.date_range("2024-01-01", periods=n, freq="h", tz=tz, name="when")
+    return frame
+
+
+@FAST
+@given(frame=frames())
+def test_dataframes_round_trip_exactly(tmp_path, frame):
+    back, meta = roundtrip(frame, tmp_path)
+    assert meta["serializer"] == "pickle" and meta["kind"] == "Dataset"
+    assert type(back) is pd.DataFrame
+    assert list(back.dtypes) == list(frame.dtypes)
+    pd.testing.assert_frame_equal(back, frame, check_exact=True, check_column_type=True, check_index_type=True)
+
+
+@FAST
+@given(frame=frames())
+def test_series_and_indexes_round_trip_exactly(tmp_path, frame):
+    for column in frame.columns:
+        series = frame[column].rename(column)
+        back, _ = roundtrip(series, tmp_path)
+        assert back.dtype == series.dtype
+        pd.testing.assert_series_equal(back, series, check_exact=True)
+    back, _ = roundtrip(frame.index, tmp_path)
+    assert type(back) is type(frame.index)
+    pd.testing.assert_index_equal(back, frame.index, exact=True)
+
+
+# -- plain Python values, notebook code ------------------------------------------------
+
+PLAIN = st.recursive(
+    st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(),
+        st.binary(), st.complex_numbers(allow_nan=False), st.decimals(allow_nan=False),
+        st.dates(), st.datetimes(), st.fractions(),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.tuples(inner, inner), st.frozensets(st.integers(), max_size=3),
+        st.dictionaries(st.text(max_size=3), inner, max_size=4), st.sets(st.text(max_size=3), max_size=3),
+    ),
+    max_leaves=12,
+)
+
+
+@FAST
+@given(value=PLAIN)
+def test_plain_values_round_trip(tmp_path, value):
+    back, meta = roundtrip(value, tmp_path)
+    assert meta["serializer"] == "pickle" and meta["kind"] == "Artifact"
+    assert type(back) is type(value) and back == value
+
+
+def test_notebook_functions_lambdas_and_classes_travel_by_value(tmp_path, notebook_main):
+    exec(
+        "SCALE = 3\n"
+        "def triple(x):\n    return SCALE * x\n"
+        "class Point:\n    def __init__(self, x):\n        self.x = x\n    def norm(self):\n        return abs(self.x)\n"
+        "square = lambda v: v * v\n",
+        notebook_main,
+    )
+    values = {
+        "triple": notebook_main["triple"],
+        "square": notebook_main["square"],
+        "Point": notebook_main["Point"],
+        "point": notebook_main["Point"](-2),
+        "mixed": {"f": notebook_main["square"], "data": [1, 2]},
+    }
+    saved = {name: _kale_marshal_save(value, str(tmp_path / name)) for name, value in values.items()}
+    assert {meta["serializer"] for meta in saved.values()} == {"dill"}
+    # the consumer: a new __main__ that did not run the producer's cells
+    consumer = types.ModuleType("__main__")
+    consumer.SCALE = 3
+    sys.modules["__main__"] = consumer
+    assert _kale_marshal_load(str(tmp_path / "triple"))(2) == 6
+    assert _kale_marshal_load(str(tmp_path / "square"))(3) == 9
+    assert _kale_marshal_load(str(tmp_path / "Point"))(5).norm() == 5
+    assert _kale_marshal_load(str(tmp_path / "point")).norm() == 2
+    assert _kale_marshal_load(str(tmp_path / "mixed"))["f"](4) == 16
+
+
+def test_classes_of_the_functions_cell_come_back_as_the_consumers_class(tmp_path, notebook_main):
+    code = "class Box:\n    def __init__(self, v):\n        self.v = v\n"
+    exec(code, notebook_main)
+    notebook_main["__kale_shared__"] = {"Box": notebook_main["Box"]}
+    meta = _kale_marshal_save(notebook_main["Box"](1), str(tmp_path / "box"))
+    assert meta["serializer"] == "pickle"
+    consumer = types.ModuleType("__main__")
+    exec(code, consumer.__dict__)
+    sys.modules["__main__"] = consumer
+    back = _kale_marshal_load(str(tmp_path / "box"))
+    assert type(back) is consumer.Box and back.v == 1
+
+
+# -- estimators and networks ------------------------------------------------------------
+
+def test_scikit_learn_pipelines_use_joblib_and_predict_the_same(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.random.default_rng(0).random((30, 3))
+    y = (X[:, 0] > 0.5).astype(int)
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    back, meta = roundtrip(model, tmp_path)
+    assert meta["serializer"] == "joblib" and meta["kind"] == "Model"
+    assert type(back) is type(model)
+    np.testing.assert_array_equal(back.predict_proba(X), model.predict_proba(X))
+
+
+def test_torch_tensors_and_modules(tmp_path, notebook_main):
+    torch = pytest.importorskip("torch")
+    tensor = torch.arange(6, dtype=torch.float16).reshape(2, 3)
+    back, meta = roundtrip(tensor, tmp_path)
+    assert meta["serializer"] == "torch" and meta["kind"] == "Dataset"
+    assert back.dtype == tensor.dtype and torch.equal(back, tensor)
+    exec(
+        "import torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.layer = torch.nn.Linear(2, 1)\n"
+        "    def forward(self, x):\n        return self.layer(x)\n",
+        notebook_main,
+    )
+    net = notebook_main["Net"]()
+    back, meta = roundtrip(net, tmp_path, "net")
+    assert meta["serializer"] == "torch" and meta["kind"] == "Model" and meta["pickle_module"] == "dill"
+    assert type(back).__qualname__ == "Net"
+    x = torch.ones(1, 2)
+    assert torch.equal(back(x), net(x))
+    linear = torch.nn.Linear(3, 2)
+    back, meta = roundtrip(linear, tmp_path, "linear")
+    assert type(back) is torch.nn.Linear and meta["pickle_module"] == "pickle"
+    assert torch.equal(back.weight, linear.weight)
+
+
+def test_pyarrow_tables_and_polars_frames(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    table = pa.table({"a": [1, 2, None], "b": ["x", None, "z"]})
+    back, meta = roundtrip(table, tmp_path)
+    assert meta["serializer"] == "arrow" and back.equals(table) and back.schema == table.schema
+    pl = pytest.importorskip("polars")
+    frame = pl.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    back, meta = roundtrip(frame, tmp_path, "polars")
+    assert meta["serializer"] == "polars" and back.equals(frame) and back.schema == frame.schema
+
+
+def test_a_registered_serializer_is_used_for_its_type_and_subclasses(tmp_path, notebook_main):
+    class Graph:
+        def __init__(self, edges):
+            self.edges = edges
+
+    class Tree(Graph):
+        pass
+
+    def save(graph, path):
+        with open(path, "w") as handle:
+            handle.write("\n".join(f"{a} {b}" for a, b in graph.edges))
+
+    def load(path):
+        with open(path) as handle:
+            return Tree([tuple(map(int, line.split())) for line in handle])
+
+    registry = {Graph: (save, load)}
+    back, meta = roundtrip(Tree([(1, 2), (2, 3)]), tmp_path, registry=registry)
+    assert meta["serializer"].startswith("custom:") and back.edges == [(1, 2), (2, 3)]
+    by_name = {f"{Graph.__module__}.{Graph.__qualname__}": (save, load)}
+    assert _kale_marshal_choose(Tree([]), by_name)[0] == meta["serializer"]
+    # the step finds the registry in its namespace (the notebook's 'functions' cell)
+    notebook_main["KALE_SERIALIZERS"] = registry
+    _kale_save("nb.ipynb", "a", "tree", Tree([(5, 6)]), str(tmp_path / "tree"), 4)
+    assert _kale_load("nb.ipynb", "b", "tree", str(tmp_path / "tree"), "a").edges == [(5, 6)]
+
+
+# -- artifacts: metadata, atomic writes, errors ------------------------------------------
+
+class FakeArtifact:
+    def __init__(self, path):
+        self.path = path
+        self.metadata = {}
+
+
+def test_the_output_artifact_gets_type_serializer_and_size(tmp_path):
+    artifact = FakeArtifact(str(tmp_path / "df_out"))
+    _kale_save("nb.ipynb", "load", "df", pd.DataFrame({"a": [1, 2]}), artifact, 3)
+    assert artifact.metadata["python_type"] == "pandas.DataFrame" or artifact.metadata["python_type"].endswith("DataFrame")
+    assert artifact.metadata["serializer"] == "pickle"
+    assert artifact.metadata["size_bytes"] == os.path.getsize(tmp_path / "df_out" / "data.pkl")
+    back = _kale_load("nb.ipynb", "next", "df", FakeArtifact(artifact.path), "load")
+    assert back["a"].tolist() == [1, 2]
+
+
+class SparkSession:  # looks like pyspark's to the runtime, which matches by name
+    pass
+
+
+SparkSession.__module__ = "pyspark.sql.session"
+
+UNTRAVELLING = {
+    "generator": (lambda: (i for i in range(3)), "is a generator", "list(...)"),
+    "lock": (threading.Lock, "is a lock", "re-create it in the step that uses it"),
+    "rlock": (threading.RLock, "is a lock", "re-create it"),
+    "socket": (socket.socket, "is a socket", "re-create it"),
+    "file": (lambda: open(__file__), "is an open file", "hand on its path"),
+    "sqlite": (lambda: sqlite3.connect(":memory:"), "is a database connection", "'functions'"),
+    "module": (lambda: os, "is a module", "import it"),
+    "spark": (SparkSession, "is a Spark session", "re-create it"),
+    "nested": (lambda: {"rows": [1, 2], "stream": (i for i in "ab")}, "contains an object that is a generator", "re-create it"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UNTRAVELLING))
+def test_what_cannot_travel_fails_clearly_and_leaves_nothing(tmp_path, kind):
+    make, what, fix = UNTRAVELLING[kind]
+    value = make()
+    path = tmp_path / "x_out"
+    with pytest.raises(RuntimeError) as caught:
+        _kale_save("nb.ipynb", "load", "handle", value, str(path), 7)
+    message = str(caught.value)
+    assert "'handle'" in message
+    assert type(value).__qualname__ in message
+    assert "nb.ipynb cell 7" in message
+    assert what in message
+    assert "Fix:" in message and fix in message
+    assert os.listdir(tmp_path) == []
+    if kind in ("file", "sqlite", "socket"):
+        value.close()
+
+
+def test_a_failing_save_leaves_no_partial_file_and_keeps_nothing_stale(tmp_path):
+    def broken(obj, path):
+        with open(path, "w") as handle:
+            handle.write("half")
+        raise OSError("disk full")
+
+    class Thing:
+        pass
+
+    with pytest.raises(OSError):
+        _kale_marshal_save(Thing(), str(tmp_path / "v"), {Thing: (broken, None)})
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failing_load_names_variable_type_step_and_cell(tmp_path):
+    path = tmp_path / "m"
+    _kale_save("nb.ipynb", "train", "model", {"w": 1}, str(path), 5)
+    (path / "data.pkl").write_bytes(b"garbage")
+    with pytest.raises(RuntimeError) as caught:
+        _kale_load("nb.ipynb", "evaluate", "model", str(path), "train")
+    message = str(caught.value)
+    for part in ("'model'", "builtins.dict", "step 'train'", "nb.ipynb cell 5", "pickle"):
+        assert part in message
+
+
+def test_small_variables_cost_little(tmp_path):
+    import time
+
+    batches = []
+    for batch in range(5):  # the best batch: a loaded test machine adds noise
+        start = time.perf_counter()
+        for index in range(20):
+            roundtrip({"accuracy": 0.9, "n": index}, tmp_path, f"v{batch}-{index}")
+        batches.append((time.perf_counter() - start) / 20)
+    assert min(batches) < 0.005
+
+
+def test_the_runtime_does_not_import_heavy_libraries_for_plain_values(tmp_path):
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from kale_nbconvert.runtime import _kale_marshal_save, _kale_marshal_load\n"
+        f"_kale_marshal_save({{'a': [1, 2.5]}}, {str(tmp_path / 'v')!r})\n"
+        f"assert _kale_marshal_load({str(tmp_path / 'v')!r}) == {{'a': [1, 2.5]}}\n"
+        "heavy = [m for m in ('numpy', 'pandas', 'torch', 'sklearn', 'joblib', 'dill') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# -- conversion: artifact types and early warnings ---------------------------------------
+
+CONVERTED = make_notebook(
+    [
+        ("import numpy as np\nimport pandas as pd\nimport sqlite3\nfrom sklearn.ensemble import RandomForestClassifier\nfrom sklearn.model_selection import train_test_split", ["imports"]),
+        (
+            "df = pd.read_csv('data.csv')\narr = np.zeros((3, 2)).reshape(2, 3)\n"
+            "X_train, X_test, y_train, y_test = train_test_split(df, df, test_size=0.5)\n"
+            "model = RandomForestClassifier()\nconn = sqlite3.connect('x.db')\nlog = open('log.txt')\n"
+            "rows = (r for r in range(3))\nlabel = 'plain'\n"
+            "with open('other.txt') as handle:\n    text = handle.read()",
+            ["step:load"],
+        ),
+        ("model.fit(X_train, y_train)\nscores = model.predict(X_test)", ["step:train", "prev:load"]),
+        ("print(df, arr, model, scores, label, X_test, y_test, conn, log, list(rows), text)", ["step:report", "prev:train"]),
+    ]
+)
+
+
+def test_producers_declare_dataset_or_model_where_the_code_shows_it():
+    script, resources = convert(CONVERTED, "typed.ipynb")
+    assert "from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output" in script
+    load = resources["kale_pipeline"].steps["load"]
+    assert load.output_kinds == {
+        "df": "Dataset", "arr": "Dataset", "X_test": "Dataset", "y_test": "Dataset",
+        "X_train": "Dataset", "y_train": "Dataset", "model": "Model",
+    }
+    assert "df_out: Output[Dataset]" in script and "model_out: Output[Model]" in script
+    assert "label_out: Output[Artifact]" in script and "conn_out: Output[Artifact]" in script
+    assert "scores_out: Output[Dataset]" in script
+    assert "df_in: Input[Artifact]" in script  # consumers accept any artifact type
+    assert load.output_cells["df"] == 2
+    compile(script, "typed.py", "exec")
+
+
+def test_evidently_untravelling_outputs_are_warned_about_at_conversion():
+    _, resources = convert(CONVERTED, "typed.ipynb")
+    warnings = "\n".join(resources["kale_pipeline"].warnings)
+    assert "'conn' = sqlite3.connect(...), a database connection" in warnings
+    assert "'log' = open(...), an open file" in warnings
+    assert "'rows' = (... for ...), a generator" in warnings
+    assert "typed.ipynb cell 2, line 5" in warnings
+    assert "'text'" not in warnings and "handle" not in warnings  # with open(...) is fine
