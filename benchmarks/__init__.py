@@ -1,0 +1,8 @@
+"""Benchmarks for kale_nbconvert: ``python -m benchmarks [--quick] [--json FILE]``.
+
+Each figure is ours against a baseline measured in the same run (see common.py for why).
+Modules: ``conversion`` (command line and in-process conversion, scaling),
+``local_run`` (``--local`` per-step overhead, examples vs nbclient), ``kale_baseline``
+(Kale 2.3.0 in its own venv), ``generate`` (synthetic notebooks), ``common`` (timing,
+peak RSS, the table).
+"""

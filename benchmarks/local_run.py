@@ -1,0 +1,128 @@
+"""Local-run figures: what ``python nb.py --local`` costs compared with running the notebook.
+
+* Per-step overhead: chains of trivial ``x = x + 1`` steps of two lengths; the
+  difference of their wall times over the difference of their step counts cancels the
+  fixed start-up and leaves what each extra step costs. Baseline: the same chain
+  written by hand as plain KFP components run with kfp.local (the floor of any
+  kfp.local run), so the ratio shows what our runtime adds on top of kfp.
+* Each example end to end with ``--local`` against nbclient running the same notebook
+  top to bottom in one kernel (what the user would otherwise do); the stdlib example
+  (candies) also has an absolute target.
+* Peak RSS of a local run (largest process of its tree) against nbclient's.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+import nbformat
+
+from . import common
+from .common import Result, run_measured, unavailable
+from .generate import NBCLIENT_RUNNER, increment_notebook, plain_kfp_script
+
+PER_STEP_TARGET_S = 0.3
+STDLIB_EXAMPLE = "candies.ipynb"
+STDLIB_TARGET_S = 2.0
+VS_NOTEBOOK_TARGET = 2.0
+
+
+def _write_script(nb, folder, name):
+    """Convert in process (the conversion is measured elsewhere) and write the script."""
+    from kale_nbconvert.exporter import KaleExporter
+
+    script, _ = KaleExporter().from_notebook_node(nb, resources={"metadata": {"name": name}})
+    path = folder / f"{name}.py"
+    path.write_text(script, encoding="utf-8")
+    return path
+
+
+def _interleaved(ctx, commands):
+    """Run each (argv, cwd) in turn, warm-up rounds first; samples per command."""
+    samples = [[] for _ in commands]
+    for round_ in range(ctx.warmup + ctx.runs):
+        for kept, (argv, cwd) in zip(samples, commands):
+            measured = run_measured(argv, cwd=cwd)
+            if round_ >= ctx.warmup:
+                kept.append(measured)
+    return samples
+
+
+def per_step_overhead(ctx):
+    small, large = (2, 4) if ctx.quick else (4, 20)
+    figure = f"--local per-step overhead, (wall({large}) - wall({small})) / {large - small}"
+    ctx.log(f"local run: trivial chains of {small} and {large} steps")
+    try:
+        commands = []
+        for steps in (small, large):
+            work = common.scratch_dir(f"increment-{steps}")
+            script = _write_script(increment_notebook(steps), work, f"increment_{steps}")
+            commands.append(([sys.executable, script, "--local"], work))
+            plain = work / f"plain_{steps}.py"
+            plain.write_text(plain_kfp_script(steps))
+            commands.append(([sys.executable, plain, work / "plain-runs"], work))
+        ours_small, plain_small, ours_large, plain_large = (
+            common.median_seconds(s) for s in _interleaved(ctx, commands))
+    except Exception as error:
+        return [unavailable("local run", figure, "plain kfp.local", "s", str(error)[:300],
+                            target=PER_STEP_TARGET_S, target_on="value")]
+    steps = large - small
+    return [Result("local run", figure, (ours_large - ours_small) / steps,
+                   (plain_large - plain_small) / steps, "plain kfp.local", "s",
+                   PER_STEP_TARGET_S, "value")]
+
+
+def _step_count(nb):
+    names = set()
+    for cell in nb.cells:
+        for tag in cell.get("metadata", {}).get("tags", []):
+            kind, _, name = tag.partition(":")
+            if kind in ("step", "block") and name:
+                names.add(name)
+    return len(names)
+
+
+def examples_vs_notebook(ctx):
+    results, ours_rss, nb_rss = [], [], []
+    for notebook in ctx.examples:
+        figure = f"{notebook.name} --local vs nbclient"
+        ctx.log(f"local run: {notebook.name} and nbclient")
+        work = common.scratch_dir(f"local-{notebook.stem}")
+        try:
+            nb = nbformat.read(notebook, as_version=4)
+            shutil.copy(notebook, work / notebook.name)
+            script = _write_script(nb, work, notebook.stem)
+            runner = work / "run_nbclient.py"
+            runner.write_text(NBCLIENT_RUNNER)
+            ours, reference = _interleaved(ctx, [
+                ([sys.executable, script, "--local"], work),
+                ([sys.executable, runner, work / notebook.name, work], work),
+            ])
+        except Exception as error:  # e.g. an example being edited right now
+            results.append(unavailable("local run", figure, "nbclient", "s",
+                                       str(error)[:300], target=VS_NOTEBOOK_TARGET,
+                                       target_on="ratio"))
+            continue
+        ours_s, ref_s = common.median_seconds(ours), common.median_seconds(reference)
+        ours_rss.append((common.max_rss(ours), notebook.name))
+        nb_rss.append(common.max_rss(reference))
+        results.append(Result("local run", figure, ours_s, ref_s, "nbclient", "s",
+                              VS_NOTEBOOK_TARGET, "ratio"))
+        if notebook.name == STDLIB_EXAMPLE:
+            results.append(Result(
+                "local run", f"{notebook.name} ({_step_count(nb)} steps, stdlib) end to end",
+                ours_s, ref_s, "nbclient", "s", STDLIB_TARGET_S, "value"))
+    if not any(r.figure.startswith(STDLIB_EXAMPLE) for r in results):
+        results.append(unavailable("local run", f"{STDLIB_EXAMPLE} end to end", "nbclient",
+                                   "s", "example not present (or not selected)",
+                                   target=STDLIB_TARGET_S, target_on="value"))
+    if ours_rss:
+        rss, name = max(ours_rss)
+        results.append(Result("memory", f"peak RSS, --local (largest: {name})", rss,
+                              max(nb_rss), "nbclient", "MiB"))
+    return results
+
+
+def run(ctx):
+    return per_step_overhead(ctx) + examples_vs_notebook(ctx)
