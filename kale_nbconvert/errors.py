@@ -17,8 +17,10 @@ class NotebookError(KaleError):
     """Something in the notebook cannot become a correct pipeline.
 
     Carries the notebook name, the 1-based cell number (as a person counts cells in
-    Jupyter, markdown included), the step, the line within the cell, what is wrong and
-    how to fix it. ``str()`` puts all of that on one line.
+    Jupyter, markdown included), the step (or, for a cell outside any step, its
+    ``section``: ``imports``, ``functions``, ``pipeline-parameters``,
+    ``pipeline-metrics``), the line within the cell, what is wrong and how to fix it.
+    ``str()`` puts all of that on one line.
     """
 
     def __init__(
@@ -30,8 +32,10 @@ class NotebookError(KaleError):
         step: str | None = None,
         line: int | None = None,
         fix: str | None = None,
+        section: str | None = None,
     ):
         self.message = message
+        self.section = section
         self.notebook = notebook
         self.cell = cell
         self.step = step
@@ -41,9 +45,11 @@ class NotebookError(KaleError):
 
     @property
     def location(self) -> str:
-        parts = [self.notebook or "notebook"]
+        parts = [_one_line(self.notebook) or "notebook"]
         if self.cell is not None:
             parts.append(f"cell {self.cell}")
+            if self.section and not self.step:
+                parts[-1] += f" ({self.section})"
         if self.step:
             parts.append(f"step {self.step}")
         if self.line is not None:
@@ -56,14 +62,47 @@ class NotebookError(KaleError):
             text += ("" if text.endswith((".", "?", "!")) else ".") + f" Fix: {self.fix}"
         return text
 
+    def update(self, **fields) -> "NotebookError":
+        """Fill in location fields the raiser did not know (the exporter adds the step
+        or section of a cell); keeps ``args`` in step with ``str()``."""
+        for key, value in fields.items():
+            setattr(self, key, value)
+        self.args = (str(self),)
+        return self
+
     def __reduce__(self):
         return (
             _rebuild_notebook_error,
-            (self.message, self.notebook, self.cell, self.step, self.line, self.fix),
+            (
+                self.message,
+                self.notebook,
+                self.cell,
+                self.step,
+                self.line,
+                self.fix,
+                self.section,
+            ),
         )
 
 
-def _rebuild_notebook_error(message, notebook, cell, step, line, fix):
+def _one_line(text: str) -> str:
+    """``text`` with line breaks and control characters escaped (a file may be named
+    ``a\nb.ipynb``; the message must stay one line)."""
+    if all(char.isprintable() for char in text):
+        return text
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
+
+
+def _rebuild_notebook_error(message, notebook, cell, step, line, fix, section=None):
     return NotebookError(
-        message, notebook=notebook, cell=cell, step=step, line=line, fix=fix
+        message,
+        notebook=notebook,
+        cell=cell,
+        step=step,
+        line=line,
+        fix=fix,
+        section=section,
     )

@@ -26,6 +26,14 @@ from dataclasses import dataclass, field
 STEP_NAME = re.compile(r"^[_a-z][_a-z0-9]*$")
 STEP_NAME_RULE = "lowercase letters, digits and '_', not starting with a digit"
 
+# Kubernetes label/annotation syntax (a pod with a bad one is refused by the cluster at
+# run time, long after conversion; we refuse it here instead).
+_K8S_NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)"
+_DNS_SUBDOMAIN = r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)"
+K8S_KEY = re.compile(rf"^({_DNS_SUBDOMAIN}/)?{_K8S_NAME}$")
+K8S_LABEL_VALUE = re.compile(rf"^{_K8S_NAME}?$")
+LIMIT_TEXT = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_./]{0,252}$")
+
 SECTION_TAGS = ("imports", "functions", "pipeline-parameters", "pipeline-metrics", "skip")
 PREFIX_TAGS = ("step", "block", "prev", "limit", "label", "annotation")
 KNOWN_TAGS = SECTION_TAGS + tuple(f"{prefix}:" for prefix in PREFIX_TAGS)
@@ -34,10 +42,12 @@ KNOWN_TAGS = SECTION_TAGS + tuple(f"{prefix}:" for prefix in PREFIX_TAGS)
 class TagError(ValueError):
     """A tag that cannot be understood; the caller adds the cell and step."""
 
-    def __init__(self, message: str, fix: str | None = None):
+    def __init__(self, message: str, fix: str | None = None, *, name: str | None = None):
         super().__init__(message)
         self.message = message
         self.fix = fix
+        self.name = name
+        """For an invalid step name: the name as written (the caller may refine the fix)."""
 
 
 @dataclass
@@ -59,17 +69,26 @@ class CellTags:
         return bool(self.step or self.section)
 
 
-def validate_step_name(name: str) -> None:
+def validate_step_name(name: str, kind: str = "step") -> None:
     if not STEP_NAME.match(name):
+        what = "empty step name" if not name else f"invalid step name {shown(name)}"
         raise TagError(
-            f"invalid step name {name!r}: use {STEP_NAME_RULE}",
-            fix=f"rename it, e.g. 'step:{normalise_step_name(name)}'",
+            f"{what} in '{kind}:': use {STEP_NAME_RULE}",
+            fix=f"rename it, e.g. '{kind}:{normalise_step_name(name)[:60]}'",
+            name=name,
         )
+
+
+def kfp_name(name: str) -> str:
+    """The name KFP gives a step's component and task (``train_model`` -> ``train-model``):
+    two steps with the same KFP name would be indistinguishable in the KFP UI."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def normalise_step_name(name: str) -> str:
     """A valid step name close to ``name`` (for suggestions)."""
     cleaned = re.sub(r"[^_a-z0-9]", "_", name.strip().lower())
+    cleaned = re.sub(r"__+", "_", cleaned) if cleaned.strip("_") else cleaned
     if not cleaned or cleaned[0].isdigit():
         cleaned = "_" + cleaned
     return cleaned
@@ -80,24 +99,54 @@ def _split_key_value(tag: str, kind: str) -> tuple[str, str]:
     key, sep, value = body.partition(":")
     if not sep or not key or not value:
         raise TagError(
-            f"tag {tag!r} needs a key and a value",
+            f"tag {shown(tag)} needs a key and a value",
             fix=f"write it as '{kind}:KEY:VALUE'",
+        )
+    if kind in ("label", "annotation") and not K8S_KEY.match(key):
+        raise TagError(
+            f"tag {shown(tag)}: {shown(key)} is not a valid Kubernetes {kind} key",
+            fix="use letters, digits, '-', '_' and '.' (optionally 'example.com/' first), "
+            "starting and ending with a letter or digit",
+        )
+    if kind == "label" and (len(value) > 63 or not K8S_LABEL_VALUE.match(value)):
+        raise TagError(
+            f"tag {shown(tag)}: {shown(value)} is not a valid Kubernetes label value",
+            fix="use at most 63 letters, digits, '-', '_' and '.', starting and ending "
+            "with a letter or digit (put free text in an 'annotation:KEY:VALUE' tag)",
         )
     return key, value
 
 
+def _a(noun: str) -> str:
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """``repr(text)``, shortened for a one-line message (a tag can be megabytes)."""
+    if len(text) > limit:
+        return repr(text[:limit]) + f"... ({len(text):,} characters)"
+    return repr(text)
+
+
 def _unknown_tag(tag: str) -> TagError | None:
     """An error for a tag that looks like a misspelt Kale tag, else None (ignore it)."""
-    head = tag.split(":", 1)[0]
+    head, colon, rest = tag.partition(":")
+    if head in PREFIX_TAGS and not colon:
+        placeholder = "KEY:VALUE" if head in ("label", "annotation") else (
+            "RESOURCE:QTY" if head == "limit" else "NAME"
+        )
+        return TagError(
+            f"tag {tag!r} has no value", fix=f"write it as '{head}:{placeholder}'"
+        )
     candidates = list(SECTION_TAGS) + list(PREFIX_TAGS)
-    close = difflib.get_close_matches(head, candidates, n=1, cutoff=0.75)
-    if ":" in tag or close:
+    close = difflib.get_close_matches(head.lower(), candidates, n=1, cutoff=0.75)
+    if colon or close:
         if close:
-            suggestion = close[0] + (":" + tag.split(":", 1)[1] if ":" in tag else "")
-            fix = f"did you mean {suggestion!r}?"
+            suggestion = close[0] + (":" + rest if colon else "")
+            fix = f"did you mean {shown(suggestion)}?"
         else:
             fix = "valid tags: " + ", ".join(KNOWN_TAGS)
-        return TagError(f"unknown tag {tag!r}", fix=fix)
+        return TagError(f"unknown tag {shown(tag)}", fix=fix)
     return None
 
 
@@ -105,39 +154,47 @@ def parse_tags(tags) -> CellTags:
     """Parse one cell's tag list. Raises :class:`TagError` on a tag that cannot work."""
     if not isinstance(tags, (list, tuple)):
         raise TagError(
-            f"metadata.tags must be a list of strings, not {type(tags).__name__}",
+            f"metadata.tags must be a list of strings, not {_a(type(tags).__name__)}",
             fix="edit the cell's tags in Jupyter's property inspector",
         )
     parsed = CellTags()
     for tag in tags:
         if not isinstance(tag, str):
+            what = repr(tag)
+            what = what if len(what) <= 60 else what[:57] + "..."
             raise TagError(
-                f"tag {tag!r} is a {type(tag).__name__}, not a string",
-                fix="remove it or write it as text",
+                f"tag {what} is {_a(type(tag).__name__)}, not a string",
+                fix="remove it, or write it as text (in quotes) in the cell's tags",
             )
         tag = tag.strip()
         kind, _, rest = tag.partition(":")
         if tag in SECTION_TAGS:
             if parsed.section and parsed.section != tag:
                 raise TagError(
-                    f"tags {parsed.section!r} and {tag!r} conflict on one cell",
+                    f"tags {parsed.section!r} and {shown(tag)} conflict on one cell",
                     fix="split the cell in two",
                 )
             parsed.section = tag
         elif kind in ("step", "block") and _:
-            validate_step_name(rest)
+            validate_step_name(rest, kind)
             if parsed.step and parsed.step != rest:
                 raise TagError(
-                    f"two step tags on one cell ({parsed.step!r} and {rest!r})",
+                    f"two step tags on one cell ({shown(parsed.step)} and {shown(rest)})",
                     fix="keep one step tag per cell, or split the cell",
                 )
             parsed.step = rest
         elif kind == "prev" and _:
-            validate_step_name(rest)
+            validate_step_name(rest, kind)
             if rest not in parsed.prev:
                 parsed.prev.append(rest)
         elif kind == "limit" and _:
             resource, quantity = _split_key_value(tag, "limit")
+            if not LIMIT_TEXT.match(resource) or not LIMIT_TEXT.match(quantity):
+                raise TagError(
+                    f"tag {shown(tag)} is not a resource limit",
+                    fix="write e.g. 'limit:cpu:500m', 'limit:memory:4Gi' or "
+                    "'limit:nvidia.com/gpu:1'",
+                )
             parsed.limits[resource] = quantity
         elif kind == "label" and _:
             key, value = _split_key_value(tag, "label")

@@ -34,7 +34,7 @@ def test_hostile_cells_and_metadata_stay_data(tmp_path):
     run = _attack(canary)
     sources = _payloads(run)
     cells = [(source, [f"step:s{index}"]) for index, source in enumerate(sources)]
-    cells[0] = (sources[0], ["step:s0", f"label:team:{run}", f"annotation:note:a:b:{TRIPLE_SINGLE}{run}"])
+    cells[0] = (sources[0], ["step:s0", "label:team:ml", f"annotation:note:a:b:{TRIPLE_SINGLE}{run}"])
     hostile_default = f"{TRIPLE_SINGLE} {run} {TRIPLE_DOUBLE} {{{{ x }}}} {{% if %}}"
     cells.insert(0, (f"p = {hostile_default!r}", ["pipeline-parameters"]))
     metadata = {
@@ -42,6 +42,18 @@ def test_hostile_cells_and_metadata_stay_data(tmp_path):
         "pipeline_description": f"{TRIPLE_DOUBLE}\n{run}\n\\",
         "docker_image": f"python:3.11'{run}",
         "experiment_name": "{{ 7*7 }}",
+        "kfp_host": f"http://x/{TRIPLE_DOUBLE}{run}",
+        "steps_defaults": [f"annotation:why:{TRIPLE_DOUBLE}\\{run}"],
+        "volumes": [
+            {
+                "name": f"v'{run}",
+                "mount_point": f"/data{TRIPLE_SINGLE}{run}",
+                "type": "new_pvc",
+                "size": 1,
+                "size_type": f"Gi'{run}",
+                "storage_class_name": f"{TRIPLE_DOUBLE}{run}",
+            }
+        ],
     }
     nb = make_notebook(cells, metadata)
     script = write_script(nb, tmp_path, "hostile.ipynb")
@@ -64,3 +76,70 @@ def test_hostile_cells_and_metadata_stay_data(tmp_path):
     namespace = {}
     exec(compile(ast.Module([n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "PARAMETERS"], []), "x", "exec"), namespace)
     assert namespace["PARAMETERS"]["p"] == ("str", hostile_default)
+
+
+def test_a_hostile_notebook_file_name_stays_data(tmp_path):
+    canary = tmp_path / "odd" / "canary"
+    run = "__import__('pathlib').Path('canary').write_text('pwned')"  # no '/' in a file name
+    name = f"it's {TRIPLE_SINGLE}{TRIPLE_DOUBLE} {{{{x}}}} ) ; {run} #.ipynb"
+    nb = make_notebook([("x = 1", ["step:a"]), ("y = x", ["step:b", "prev:a"])])
+    script = write_script(nb, tmp_path / "odd", name)
+    ast.parse(script.read_text(encoding="utf-8"))
+    compiled = run_script(script)
+    assert compiled.returncode == 0, compiled.stderr
+    assert not canary.exists()
+
+
+def test_importing_the_script_runs_no_notebook_code(tmp_path):
+    """Importing (as kfp's compiler and `kfp dsl compile` do) defines functions only."""
+    import importlib.util
+
+    canary = tmp_path / "canary"
+    run = _attack(canary)
+    nb = make_notebook(
+        [
+            (run, ["imports"]),
+            (run, ["functions"]),
+            (f"x = 1\n{run}", ["step:a"]),
+            (f"{run}\ny = x", ["step:b", "prev:a"]),
+        ]
+    )
+    script = write_script(nb, tmp_path, "imp.ipynb")
+    spec = importlib.util.spec_from_file_location("kale_hostile_import", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from kfp import compiler
+
+    compiler.Compiler().compile(module.build_pipeline(), str(tmp_path / "imp.yaml"))
+    assert not canary.exists()
+    assert (tmp_path / "imp.yaml").exists()
+
+
+def test_each_cell_runs_byte_exact_in_its_step(tmp_path):
+    """Run the pipeline: each step reads the text of the code it is running (from the
+    traceback line cache) and writes it out; it must equal the notebook cell."""
+    out = tmp_path / "seen"
+    out.mkdir()
+    probe = (
+        "import sys as _s, linecache as _l, pathlib as _p\n"
+        "_f = _s._getframe().f_code.co_filename\n"
+        f"_p.Path({str(out)!r}, _f.rsplit(' ', 1)[-1]).write_bytes(''.join(_l.getlines(_f)).encode('utf-8', 'surrogatepass'))\n"
+    )
+    sources = {
+        "a": probe + f"x = {TRIPLE_SINGLE}\\\\ {TRIPLE_DOUBLE} {{{{ x }}}} {{% y %}}{TRIPLE_SINGLE}  # '\n",
+        "b": probe + "y = x + 'ünï ✓ \\t \\r'\r\n# trailing \\\n",
+        "c": probe + "z = [y,\n\tx]\n\n\n",
+    }
+    nb = make_notebook(
+        [
+            (sources["a"], ["step:a"]),
+            (sources["b"], ["step:b", "prev:a"]),
+            (sources["c"], ["step:c", "prev:b"]),
+        ]
+    )
+    script = write_script(nb, tmp_path, "exact.ipynb")
+    result = run_script(script, "--local")
+    assert result.returncode == 0, result.stderr
+    for step, source in sources.items():
+        # linecache keeps the lines as splitlines(True) gave them: \r\n survives
+        assert (out / step).read_bytes() == source.encode("utf-8"), step

@@ -17,9 +17,42 @@ from ..model import RESOURCE_KEY, Parameter
 TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
 
 
+MAX_INT = 2**53
+"""KFP passes parameters as JSON numbers (doubles): larger integers lose digits."""
+
+
 def parameter_type(value) -> str | None:
     """The KFP parameter type of a literal default, or None if it has none."""
     return TYPE_NAMES.get(type(value))
+
+
+def json_problem(value, where: str = "") -> str | None:
+    """Why ``value`` would not reach a step unchanged through KFP's JSON, or None."""
+    if value is None or isinstance(value, (bool, str)):
+        return None
+    if isinstance(value, int):
+        if abs(value) > MAX_INT:
+            return f"{where or 'the value'} is an integer too large for KFP (more than 2**53)"
+        return None
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return f"{where or 'the value'} is {value!r}, which JSON cannot carry"
+        return None
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            problem = json_problem(item, f"{where}[{index}]")
+            if problem:
+                return problem
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where or 'the dict'} has the key {key!r}; JSON keys are text"
+            problem = json_problem(item, f"{where}[{key!r}]")
+            if problem:
+                return problem
+        return None
+    return f"{where or 'the value'} is {type(value).__name__}, which JSON cannot carry"
 
 
 def extract_parameters(code: str) -> list[tuple[str, object, int]]:
@@ -39,7 +72,7 @@ def extract_parameters(code: str) -> list[tuple[str, object, int]]:
             )
         try:
             value = ast.literal_eval(statement.value)
-        except ValueError:
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             raise ValueError(
                 f"the value of parameter {targets[0].id!r} is not a literal "
                 "(numbers, strings, booleans, lists and dicts of them)",
@@ -70,15 +103,20 @@ class ParameterExtractionPreprocessor(Preprocessor):
                     cell=cell.number,
                     line=error.lineno,
                     fix="fix the Python syntax",
+                    section="pipeline-parameters",
                 ) from None
-            except ValueError as error:
-                message, line = error.args
+            except (ValueError, MemoryError, RecursionError) as error:
+                message, line = (
+                    error.args if isinstance(error, ValueError) and len(error.args) == 2
+                    else ("the parameters cell is too deeply nested to read", None)
+                )
                 raise NotebookError(
                     message,
                     notebook=pipeline.notebook,
                     cell=cell.number,
                     line=line,
                     fix="compute derived values in a step; keep only literals here",
+                    section="pipeline-parameters",
                 ) from None
             for name, value, line in found:
                 self._add(pipeline, cell, name, value, line)
@@ -94,6 +132,18 @@ class ParameterExtractionPreprocessor(Preprocessor):
                 cell=cell.number,
                 line=line,
                 fix="give it a default of type int, float, str, bool, list or dict",
+                section="pipeline-parameters",
+            )
+        problem = json_problem(value)
+        if problem:
+            raise NotebookError(
+                f"parameter {name!r}: {problem}",
+                notebook=pipeline.notebook,
+                cell=cell.number,
+                line=line,
+                fix="use a value JSON can hold (finite numbers, text keys); KFP passes "
+                "parameters as JSON",
+                section="pipeline-parameters",
             )
         if name in pipeline.parameters:
             first = pipeline.parameters[name]
@@ -104,6 +154,7 @@ class ParameterExtractionPreprocessor(Preprocessor):
                 cell=cell.number,
                 line=line,
                 fix="keep one definition",
+                section="pipeline-parameters",
             )
         if name.startswith("_"):
             raise NotebookError(
@@ -112,5 +163,6 @@ class ParameterExtractionPreprocessor(Preprocessor):
                 cell=cell.number,
                 line=line,
                 fix="rename it without the leading underscore",
+                section="pipeline-parameters",
             )
         pipeline.parameters[name] = Parameter(name, type_name, value, cell.number, line)

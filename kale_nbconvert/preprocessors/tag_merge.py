@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import difflib
 import keyword
 import os
 
@@ -12,16 +14,20 @@ from ..errors import NotebookError
 from ..magics import ipython_to_python
 from ..model import RESOURCE_KEY, Cell, Pipeline, Step, StepSettings
 from ..notebook_metadata import apply_notebook_metadata
-from ..tags import TagError, parse_tags
+from ..tags import STEP_NAME_RULE, TagError, kfp_name, parse_tags, shown
 
 RESERVED_STEP_NAMES = frozenset(
     {
         "dsl",
         "kfp",
         "kubernetes",
+        "compiler",
         "main",
         "build_pipeline",
+        "pipeline",
         "pipeline_metrics",
+        "notebook_pipeline",
+        "local",
         "argparse",
         "sys",
         "os",
@@ -31,7 +37,11 @@ RESERVED_STEP_NAMES = frozenset(
         "Metrics",
     }
 )
-"""Identifiers the generated script defines itself; a step may not shadow them."""
+"""Identifiers the generated script defines or uses itself; a step may not shadow them."""
+
+BUILTIN_NAMES = frozenset(name for name in dir(builtins) if not name.startswith("__"))
+"""A step function named ``print`` or ``sorted`` would shadow the built-in for the
+generated script and the in-step runtime."""
 
 SECTIONS = {
     "imports": "imports_cells",
@@ -85,31 +95,47 @@ class TagMergePreprocessor(Preprocessor):
         current: Step | str | None = None  # a Step, a section name, or nothing yet
         untagged_before_first: list[int] = []
         seen_metrics = False
-        for index, nb_cell in enumerate(nb.cells):
+        cells = nb.get("cells")
+        if not isinstance(cells, list):
+            raise NotebookError(
+                "the notebook has no list of cells",
+                notebook=pipeline.notebook,
+                fix="the file is damaged: restore it from version control or re-save it "
+                "in Jupyter",
+            )
+        for index, nb_cell in enumerate(cells):
             number = index + 1
-            if nb_cell.get("cell_type") != "code":
-                continue
-            source = nb_cell.get("source", "")
-            if isinstance(source, list):  # tolerate un-normalised notebooks
-                source = "".join(source)
-            tags_raw = nb_cell.get("metadata", {}).get("tags", [])
             step_hint = current.name if isinstance(current, Step) else None
+            section_hint = current if isinstance(current, str) else None
+            source, tags_raw = self._cell_parts(nb_cell, pipeline, number, step_hint)
+            if source is None:
+                continue
             try:
                 tags = parse_tags(tags_raw)
             except TagError as error:
+                fix = error.fix
+                if error.name is not None:
+                    fix = self._name_fix(pipeline, error)
                 raise NotebookError(
                     error.message,
                     notebook=pipeline.notebook,
                     cell=number,
                     step=step_hint,
-                    fix=error.fix,
+                    fix=fix,
+                    section=section_hint,
                 ) from None
             if tags.section == "skip":
                 pipeline.skipped_cells.append(Cell(number, source, source))
                 continue
             if not source.strip() and not tags.is_tagged:
                 continue
-            cell = Cell(number=number, source=source, code=self._code(source, pipeline, number, step_hint))
+            step_name = tags.step or step_hint
+            section = tags.section or (None if tags.step else section_hint)
+            cell = Cell(
+                number=number,
+                source=source,
+                code=self._code(source, pipeline, number, step_name, section),
+            )
             if tags.step:
                 if seen_metrics:
                     raise NotebookError(
@@ -136,6 +162,7 @@ class TagMergePreprocessor(Preprocessor):
                         notebook=pipeline.notebook,
                         cell=number,
                         fix="move prev:/limit:/label:/annotation: tags to a step cell",
+                        section=current,
                     )
                 getattr(pipeline, SECTIONS[current]).append(cell)
         if untagged_before_first:
@@ -161,7 +188,64 @@ class TagMergePreprocessor(Preprocessor):
             )
         self._check_edges(pipeline)
 
-    def _code(self, source: str, pipeline: Pipeline, number: int, step: str | None) -> str:
+    @staticmethod
+    def _cell_parts(nb_cell, pipeline: Pipeline, number: int, step: str | None):
+        """(source, tags) of a code cell, (None, None) for other cells; a cell whose
+        JSON has the wrong shape is an error here, not a crash later."""
+
+        def damaged(what: str) -> NotebookError:
+            return NotebookError(
+                f"the cell's JSON is damaged: {what}",
+                notebook=pipeline.notebook,
+                cell=number,
+                step=step,
+                fix="delete and re-create the cell in Jupyter, or restore the file from "
+                "version control",
+            )
+
+        if not isinstance(nb_cell, dict):
+            raise damaged(f"it is {type(nb_cell).__name__}, not an object")
+        if nb_cell.get("cell_type") != "code":
+            return None, None
+        source = nb_cell.get("source", "")
+        if isinstance(source, list):  # tolerate un-normalised notebooks
+            if not all(isinstance(line, str) for line in source):
+                raise damaged("'source' holds something other than text")
+            source = "".join(source)
+        if not isinstance(source, str):
+            raise damaged(f"'source' is {type(source).__name__}, not text")
+        try:
+            source.encode("utf-8")
+        except UnicodeEncodeError as error:  # a lone surrogate, e.g. from a "\ud800" escape
+            line = source.count("\n", 0, error.start) + 1
+            raise NotebookError(
+                f"line {line} holds {source[error.start]!r}, half of a UTF-16 pair, "
+                "which is not a character Python can compile",
+                notebook=pipeline.notebook,
+                cell=number,
+                step=step,
+                fix="delete it (the file was damaged, or written by a buggy tool)",
+            ) from None
+        metadata = nb_cell.get("metadata", {})
+        if not isinstance(metadata, dict):
+            raise damaged(f"'metadata' is {type(metadata).__name__}, not an object")
+        tags = metadata.get("tags", [])
+        return source, [] if tags is None else tags
+
+    @staticmethod
+    def _name_fix(pipeline: Pipeline, error: TagError) -> str:
+        """The fix for an invalid step name, pointing at an existing step it resembles
+        (``train-model`` when ``train_model`` exists)."""
+        fix = error.fix or ""
+        for step in pipeline.steps.values():
+            if kfp_name(step.name) == kfp_name(error.name) or step.name == error.name.lower():
+                return (
+                    f"write 'step:{step.name}' to continue the step of cell "
+                    f"{step.first_cell}, or choose another name ({STEP_NAME_RULE})"
+                )
+        return fix
+
+    def _code(self, source, pipeline: Pipeline, number: int, step, section) -> str:
         try:
             return ipython_to_python(source)
         except SyntaxError as error:  # IPython raises it for malformed magics
@@ -172,21 +256,56 @@ class TagMergePreprocessor(Preprocessor):
                 step=step,
                 line=error.lineno,
                 fix="fix the magic or shell line",
+                section=section,
             ) from None
 
     def _step(self, pipeline: Pipeline, name: str, number: int) -> Step:
-        if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in RESERVED_STEP_NAMES or name.startswith("_kale"):
-            raise NotebookError(
-                f"step name {name!r} is reserved (a Python keyword or a name the "
-                f"generated script uses)",
+        step = pipeline.steps.get(name)
+        if step is not None:
+            return step
+
+        def refuse(why: str, fix: str | None = None) -> NotebookError:
+            return NotebookError(
+                f"step name {name!r} {why}",
                 notebook=pipeline.notebook,
                 cell=number,
                 step=name,
-                fix=f"rename the step, e.g. 'step:{name}_step'",
+                fix=fix or f"rename the step, e.g. 'step:{name.strip('_') or 'step'}_step'",
             )
-        step = pipeline.steps.get(name)
-        if step is None:
-            step = pipeline.steps[name] = Step(name=name)
+
+        if not kfp_name(name):
+            raise refuse(
+                "has no letter or digit, so Kubeflow cannot name its task",
+                fix="give the step a name with letters, e.g. 'step:train'",
+            )
+        if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+            raise refuse("is a Python keyword")
+        if name in RESERVED_STEP_NAMES or name.startswith("_kale"):
+            raise refuse("is reserved: the generated script uses that name itself")
+        if name in BUILTIN_NAMES:
+            raise refuse(
+                f"would shadow Python's built-in {name!r} in the generated script"
+            )
+        for other in pipeline.steps.values():
+            if kfp_name(other.name) == kfp_name(name):
+                raise refuse(
+                    f"and step {other.name!r} (cell {other.first_cell}) both become "
+                    f"{kfp_name(name)!r} in Kubeflow, which cannot tell them apart",
+                    fix=f"write 'step:{other.name}' to continue that step, or choose a "
+                    "clearly different name",
+                )
+            if other.name + "_component" in (name,) or name + "_component" == other.name:
+                base, generated = (
+                    (other.name, name) if name == other.name + "_component" else (name, other.name)
+                )
+                raise refuse(
+                    f"clashes with step {other.name!r} (cell {other.first_cell}): the "
+                    f"generated script calls the component of step {base!r} {generated!r}",
+                    fix=f"rename step {name!r}, e.g. 'step:"
+                    + (name[: -len("_component")] + "_part" if name.endswith("_component") else name + "_step")
+                    + "'",
+                )
+        step = pipeline.steps[name] = Step(name=name)
         return step
 
     def _add_to_step(self, pipeline: Pipeline, step: Step, cell: Cell, tags) -> None:
@@ -213,8 +332,6 @@ class TagMergePreprocessor(Preprocessor):
             for target in step.prev:
                 cell = step.prev_cells[target]
                 if target not in pipeline.steps:
-                    import difflib
-
                     close = difflib.get_close_matches(target, list(pipeline.steps), n=1)
                     fix = f"did you mean 'prev:{close[0]}'?" if close else (
                         "name a step defined above: " + ", ".join(pipeline.steps)
@@ -227,10 +344,40 @@ class TagMergePreprocessor(Preprocessor):
                         fix=fix,
                     )
                 if order[target] > order[step.name]:
+                    cycle = _path(pipeline, target, step.name)
+                    if cycle:
+                        raise NotebookError(
+                            f"'prev:{target}' makes a cycle: "
+                            + ", which waits for ".join(repr(n) for n in [step.name] + cycle),
+                            notebook=pipeline.notebook,
+                            cell=cell,
+                            step=step.name,
+                            fix=f"remove 'prev:{target}' from step {step.name!r}; a step "
+                            "can only follow steps above it",
+                        )
                     raise NotebookError(
-                        f"'prev:{target}' names a step that starts later in the notebook",
+                        f"'prev:{target}' names step {target!r}, which starts later in "
+                        f"the notebook (cell {pipeline.steps[target].first_cell})",
                         notebook=pipeline.notebook,
                         cell=cell,
                         step=step.name,
-                        fix="a step can only follow steps above it; reorder the cells or remove the tag",
+                        fix="a step can only follow steps above it: move the cells of "
+                        f"{target!r} above, or remove the tag",
                     )
+
+
+def _path(pipeline: Pipeline, start: str, goal: str) -> list[str]:
+    """Steps from ``start`` to ``goal`` along ``prev:`` edges ([] if none)."""
+    seen = set()
+    stack = [[start]]
+    while stack:
+        path = stack.pop()
+        if path[-1] == goal:
+            return path
+        if path[-1] in seen:
+            continue
+        seen.add(path[-1])
+        for previous in pipeline.steps[path[-1]].prev:
+            if previous in pipeline.steps:
+                stack.append(path + [previous])
+    return []
