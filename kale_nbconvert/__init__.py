@@ -8,7 +8,9 @@ that fill one :class:`~kale_nbconvert.model.Pipeline`, then renders it with the
 
 __version__ = "0.1.0"
 
-from .errors import KaleError, NotebookError  # noqa: E402,F401
+from .errors import KaleError, NotebookError  # noqa: E402,F401  (public API)
+
+__all__ = ["KaleError", "KaleExporter", "NotebookError", "__version__"]
 
 
 def __getattr__(name):

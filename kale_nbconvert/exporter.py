@@ -246,7 +246,7 @@ def _not_utf8(error: UnicodeDecodeError, name: str) -> NotebookError:
         f"{error.start}, line {line})" if data else "the file is not UTF-8 text",
         notebook=name,
         fix="notebooks are UTF-8: re-save it in Jupyter, or convert it, e.g. "
-        f"'iconv -f latin1 -t utf-8'",
+        "'iconv -f latin1 -t utf-8'",
     )
 
 

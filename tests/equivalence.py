@@ -9,7 +9,6 @@ variable a step ends with must equal the notebook's value at the same point.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import dill

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -60,3 +61,19 @@ def run_script(script: Path, *args, env=None, timeout=300) -> subprocess.Complet
         env=full_env,
         timeout=timeout,
     )
+
+
+def embedded_cells(tree: ast.AST) -> dict[int, list[str]]:
+    """Every ``(cell_number, 'code')`` tuple literal in a generated script's AST."""
+    found: dict[int, list[str]] = {}
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Tuple)
+            and len(node.elts) == 2
+            and isinstance(node.elts[0], ast.Constant)
+            and type(node.elts[0].value) is int
+            and isinstance(node.elts[1], ast.Constant)
+            and isinstance(node.elts[1].value, str)
+        ):
+            found.setdefault(node.elts[0].value, []).append(node.elts[1].value)
+    return found

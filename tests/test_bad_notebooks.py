@@ -21,7 +21,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import convert, make_notebook
+from helpers import convert, embedded_cells, make_notebook
 from kale_nbconvert.errors import NotebookError
 from kale_nbconvert.exporter import KaleExporter
 
@@ -643,18 +643,7 @@ def _embedded_cells(script: str) -> dict[int, str]:
     """cell number -> code, from every ``(number, 'code')`` tuple in the script."""
     import ast
 
-    found = {}
-    for node in ast.walk(ast.parse(script)):
-        if (
-            isinstance(node, ast.Tuple)
-            and len(node.elts) == 2
-            and isinstance(node.elts[0], ast.Constant)
-            and type(node.elts[0].value) is int
-            and isinstance(node.elts[1], ast.Constant)
-            and isinstance(node.elts[1].value, str)
-        ):
-            found[node.elts[0].value] = node.elts[1].value
-    return found
+    return {number: codes[-1] for number, codes in embedded_cells(ast.parse(script)).items()}
 
 
 def _convert_file(tmp_path: Path, content: bytes, name="nb.ipynb") -> str:

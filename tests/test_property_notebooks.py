@@ -22,7 +22,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import convert, make_notebook
+from helpers import convert, embedded_cells, make_notebook
 from kale_nbconvert.errors import NotebookError
 from kale_nbconvert.magics import ipython_to_python
 from kale_nbconvert.model import RESOURCE_KEY
@@ -158,22 +158,6 @@ def notebooks(draw):
     )
     name = draw(st.text(st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)), min_size=1, max_size=12))
     return make_notebook(cells, metadata), name + ".ipynb"
-
-
-def embedded_cells(tree: ast.AST) -> dict[int, list[str]]:
-    """Every ``(cell_number, 'code')`` tuple literal in the script."""
-    found: dict[int, list[str]] = {}
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Tuple)
-            and len(node.elts) == 2
-            and isinstance(node.elts[0], ast.Constant)
-            and type(node.elts[0].value) is int
-            and isinstance(node.elts[1], ast.Constant)
-            and isinstance(node.elts[1].value, str)
-        ):
-            found.setdefault(node.elts[0].value, []).append(node.elts[1].value)
-    return found
 
 
 _counter = itertools.count()

@@ -55,25 +55,31 @@ UNTRAVELLING_CALLS = {
 """Calls whose result cannot travel between steps (warned about at conversion)."""
 
 
-def import_aliases(codes) -> dict[str, str]:
-    """Names bound by imports anywhere in ``codes`` -> the dotted name they stand for."""
-    aliases: dict[str, str] = {}
+def _all_nodes(codes):
+    """Every AST node of every code string that parses (the others are reported by
+    name analysis, which runs first)."""
     for code in codes:
         try:
             tree = ast.parse(code)
         except SyntaxError:
             continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    if alias.asname:
-                        aliases[alias.asname] = alias.name
-                    else:
-                        root = alias.name.partition(".")[0]
-                        aliases[root] = root
-            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                for alias in node.names:
-                    aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        yield from ast.walk(tree)
+
+
+def import_aliases(codes) -> dict[str, str]:
+    """Names bound by imports anywhere in ``codes`` -> the dotted name they stand for."""
+    aliases: dict[str, str] = {}
+    for node in _all_nodes(codes):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    aliases[alias.asname] = alias.name
+                else:
+                    root = alias.name.partition(".")[0]
+                    aliases[root] = root
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
     return aliases
 
 
@@ -184,17 +190,12 @@ def _module_statements(body):
 def model_classes(codes, aliases: dict[str, str]) -> set[str]:
     """Classes defined in the notebook that build models (torch/keras/scikit-learn)."""
     found = set()
-    for code in codes:
-        try:
-            tree = ast.parse(code)
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ClassDef):
-                for base in node.bases:
-                    name = _dotted(base, aliases) or ""
-                    if name.rpartition(".")[2] in MODEL_BASES or name in found:
-                        found.add(node.name)
+    for node in _all_nodes(codes):
+        if isinstance(node, ast.ClassDef):
+            for base in node.bases:
+                name = _dotted(base, aliases) or ""
+                if name.rpartition(".")[2] in MODEL_BASES or name in found:
+                    found.add(node.name)
     return found
 
 

@@ -14,7 +14,7 @@ from ..errors import NotebookError
 from ..magics import ipython_to_python
 from ..model import RESOURCE_KEY, Cell, Pipeline, Step, StepSettings
 from ..notebook_metadata import apply_notebook_metadata
-from ..tags import STEP_NAME_RULE, TagError, kfp_name, parse_tags, shown
+from ..tags import STEP_NAME_RULE, TagError, kfp_name, parse_tags
 
 RESERVED_STEP_NAMES = frozenset(
     {
