@@ -35,7 +35,7 @@ import builtins
 import contextlib
 import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 READ_ONLY_FUNCTIONS = frozenset(
     """print len isinstance issubclass type str repr int float bool complex list tuple
@@ -117,6 +117,9 @@ class Callable_:
     changes: frozenset[str]
     binds: frozenset[str] = frozenset()
     """Module names the body assigns through ``global``."""
+    is_class: bool = False
+    """A class: an instance made from it (``bag = Bag()``) reads the same free names
+    when its methods run, so it carries these facts too."""
 
 
 @dataclass
@@ -501,6 +504,20 @@ class _ModuleWalker(ast.NodeVisitor):
         self.expression(value)
         for target in targets:
             self.target(target)
+        self._instance_of_notebook_class(value, targets)
+
+    def _instance_of_notebook_class(self, value, targets) -> None:
+        """``bag = Bag(...)``: whoever uses ``bag`` runs Bag's methods, which read globals."""
+        if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)):
+            return
+        if len(targets) != 1 or not isinstance(targets[0], ast.Name):
+            return
+        cls = self.facts.callables.get(value.func.id) or self.known_callables.get(value.func.id)
+        if cls is None or not cls.is_class:
+            return
+        name = targets[0].id
+        self.facts.changes[name] = replace(self.facts.changes[name], kind="callable")
+        self.facts.callables[name] = cls
 
     def visit_AnnAssign(self, node):
         self.expression(node.value)
@@ -564,7 +581,7 @@ class _ModuleWalker(ast.NodeVisitor):
                 self.read(name, node.lineno)
         reads = frozenset().union(*(free_names(method) for method in methods))
         self.bind(node.name, node.lineno, "callable")
-        self.facts.callables[node.name] = _callable_facts(methods, reads, node.name)
+        self.facts.callables[node.name] = replace(_callable_facts(methods, reads, node.name), is_class=True)
 
     def visit_If(self, node):
         self.expression(node.test)

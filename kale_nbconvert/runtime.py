@@ -607,8 +607,11 @@ def _kale_snapshot(namespace, folder):
     import dill
 
     os.makedirs(folder, exist_ok=True)
+    ipython_history = ("In", "Out", "exit", "quit")  # IPython's, not the notebook's values
     for name, value in list(namespace.items()):
-        if name.startswith("_") or isinstance(value, types.ModuleType) or callable(value):
+        if name.startswith("_") or name in ipython_history:
+            continue
+        if isinstance(value, types.ModuleType) or callable(value):
             continue
         try:
             data = dill.dumps(value)
