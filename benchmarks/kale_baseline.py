@@ -49,3 +49,26 @@ def kale_executable(log=print):
         return None, "kubeflow-kale installed no 'kale' command"
     MARKER.touch()
     return kale, None
+
+
+def install_into_venv(requirements, log=print):
+    """Install pinned ``requirements`` (e.g. our numpy and pandas versions) into the
+    baseline venv once, so a Kale 2.3.0 figure differs from ours only in Kale's code.
+
+    Returns ``None`` or the reason it failed.
+    """
+    marker = VENV / (".installed-" + "-".join(sorted(requirements)).replace("==", "-"))
+    if marker.exists():
+        return None
+    log(f"installing {' '.join(requirements)} into {VENV.name} (once)")
+    argv = [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
+            "--disable-pip-version-check", *requirements]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=1200)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"pip install {' '.join(requirements)}: {error}"
+    if done.returncode != 0:
+        lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+        return f"pip install {' '.join(requirements)} failed: {' | '.join(lines[-3:])}"
+    marker.touch()
+    return None

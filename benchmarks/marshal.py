@@ -8,6 +8,10 @@
 ndarray save+load >= 0.8x the speed of bare np.save+np.load and >= 3x dill; a mixed
 10-column DataFrame >= 3x dill with exact dtypes; peak extra memory while saving
 <= 0.2x the object (<= 1.2x in total); <= 5 ms per small variable.
+
+With ``kale`` (from :func:`benchmarks.kale_runs.marshal_baseline`), the ndarray and
+each DataFrame also get a row against Kale 2.3.0's ``kale.marshal`` on the same object,
+measured right after ours (same sizes, same seed, same number of round trips).
 """
 
 from __future__ import annotations
@@ -97,7 +101,24 @@ def _mixed_frame(rows: int, text="str"):
     )
 
 
-def run(quick: bool = False) -> list[Result]:
+def _vs_kale(label, ours, kale, spec, folder) -> list[Result]:
+    """Our best save+load time against Kale 2.3.0's on the object ``spec`` describes
+    (no row without ``kale``; a row with the reason when Kale's is unavailable)."""
+    if kale is None:
+        return []
+    kale_folder = os.path.join(folder, "kale-2.3.0")
+    os.makedirs(kale_folder, exist_ok=True)
+    try:
+        base, note = kale({**spec, "folder": kale_folder, "repeat": 3}), ""
+    except Exception as error:  # a missing baseline must not lose our figures
+        base, note = None, f"baseline unavailable: {error}"[:300]
+    finally:
+        shutil.rmtree(kale_folder, ignore_errors=True)
+    return [Result(GROUP, f"{label} save+load vs Kale 2.3.0", ours, base,
+                   "kale 2.3.0 marshal", "s", 1.0, "ratio", note=note)]
+
+
+def run(quick: bool = False, kale=None) -> list[Result]:
     import numpy as np
     import pandas as pd
 
@@ -140,6 +161,7 @@ def run(quick: bool = False) -> list[Result]:
             Result(GROUP, f"{label} save+load", kale_s, bare_s, "np.save+np.load", "s", 1.25, "ratio"),
             Result(GROUP, f"{label} save+load", kale_s, dill_s, "dill", "s", 1 / 3, "ratio"),
         ]
+        rows += _vs_kale(label, kale_s, kale, {"kind": "ndarray", "bytes": size}, folder)
         peak = _peak_extra(lambda: _kale_marshal_save(array, path))
         total = (array.nbytes + peak) / array.nbytes
         rows.append(Result(GROUP, f"{label}: peak memory saving / object size", total, None, "", "x", 1.2, "value"))
@@ -167,6 +189,7 @@ def run(quick: bool = False) -> list[Result]:
             label = f"DataFrame {n:,} rows x 10 mixed columns, text as {text}"
             rows.append(Result(GROUP, f"{label} save+load", kale_s, dill_s, "dill", "s", 1 / 3, "ratio",
                                note="dtypes exact" if exact else "DTYPES DIFFER"))
+            rows += _vs_kale(label, kale_s, kale, {"kind": "frame", "rows": n, "text": text}, folder)
             object_size = int(frame.memory_usage(deep=True).sum())
             peak = _peak_extra(lambda: _kale_marshal_save(frame, path))
             total = (object_size + peak) / object_size
