@@ -66,6 +66,21 @@ READ_ONLY_METHODS = frozenset(
 )
 """Methods that do not change their receiver (unless called with ``inplace=True``)."""
 
+
+@dataclass(frozen=True)
+class ReadOnly:
+    """The names analysis trusts not to change what is passed to them."""
+
+    functions: frozenset[str] = READ_ONLY_FUNCTIONS
+    methods: frozenset[str] = READ_ONLY_METHODS
+
+    def extended(self, functions=(), methods=()) -> "ReadOnly":
+        """These lists plus a user's own (``--NameAnalysisPreprocessor.read_only_*``)."""
+        return ReadOnly(self.functions | set(functions), self.methods | set(methods))
+
+
+DEFAULT_READ_ONLY = ReadOnly()
+
 IPYTHON_BUILTINS = frozenset(
     {"display", "get_ipython", "In", "Out", "exit", "quit", "_", "__", "___", "_ih", "_oh", "_dh"}
 )
@@ -216,14 +231,16 @@ def _callee_name(func: ast.AST) -> str | None:
     return None
 
 
-def _callable_facts(bodies: list[ast.AST], reads: frozenset[str], own_name: str) -> Callable_:
+def _callable_facts(
+    bodies: list[ast.AST], reads: frozenset[str], own_name: str, read_only: ReadOnly
+) -> Callable_:
     """What using a function (one body) or class (its methods) reads, changes, binds."""
     binds = frozenset().union(*(_global_names(body)[1] for body in bodies))
-    changes = frozenset().union(*(_body_changes(body) for body in bodies))
+    changes = frozenset().union(*(_body_changes(body, read_only) for body in bodies))
     return Callable_(reads - {own_name}, changes - binds, binds)
 
 
-def _body_changes(node: ast.AST) -> frozenset[str]:
+def _body_changes(node: ast.AST, read_only: ReadOnly) -> frozenset[str]:
     """Free names a function/class body may change in place (methods called, items or
     attributes assigned); names assigned through ``global`` are bindings instead."""
     declared_global: set[str] = set()
@@ -245,7 +262,7 @@ def _body_changes(node: ast.AST) -> frozenset[str]:
                     if name:
                         changed.add(name)
         elif isinstance(child, ast.Call):
-            changed.update(_call_changes(child))
+            changed.update(_call_changes(child, read_only))
     return frozenset(name for name in changed if name not in local or name in declared_global)
 
 
@@ -287,11 +304,12 @@ def _strip_options(line: str) -> str:
     return " ".join(words)
 
 
-def _call_changes(call: ast.Call) -> set[str]:
+def _call_changes(call: ast.Call, trusted: ReadOnly) -> set[str]:
     """Names a call may change (receiver of a method, names passed as arguments)."""
     changed: set[str] = set()
     callee = _callee_name(call.func)
-    read_only = callee in READ_ONLY_METHODS if isinstance(call.func, ast.Attribute) else callee in READ_ONLY_FUNCTIONS
+    is_method = isinstance(call.func, ast.Attribute)
+    read_only = callee in (trusted.methods if is_method else trusted.functions)
     if _has_inplace(call):
         read_only = False
     if isinstance(call.func, ast.Attribute) and not read_only:
@@ -309,10 +327,13 @@ def _call_changes(call: ast.Call) -> set[str]:
 class _ModuleWalker(ast.NodeVisitor):
     """Walks module-level statements of one cell, updating shared :class:`CodeFacts`."""
 
-    def __init__(self, facts: CodeFacts, cell: int, known_callables: dict[str, Callable_]):
+    def __init__(
+        self, facts: CodeFacts, cell: int, known_callables: dict[str, Callable_], read_only: ReadOnly
+    ):
         self.facts = facts
         self.cell = cell
         self.known_callables = known_callables
+        self.read_only = read_only
         self.branches: list[set[str]] = []
         """Names bound in each enclosing branch (``if`` body, loop body...), innermost
         last: surely bound while still inside it, only maybe bound after it."""
@@ -386,7 +407,7 @@ class _ModuleWalker(ast.NodeVisitor):
                 self.read(child.id, child.lineno)
             elif isinstance(child, ast.Call):
                 self._ipython_call(child)
-                for name in sorted(_call_changes(child)):
+                for name in sorted(_call_changes(child, self.read_only)):
                     self.change(name, child.lineno)
             elif isinstance(child, ast.NamedExpr):
                 self.expression(child.value)
@@ -499,7 +520,7 @@ class _ModuleWalker(ast.NodeVisitor):
             self._defaults(value.args)
             name = targets[0].id
             self.bind(name, node.lineno, "callable")
-            self.facts.callables[name] = _callable_facts([value], _body_free_names(value), name)
+            self.facts.callables[name] = _callable_facts([value], _body_free_names(value), name, self.read_only)
             return
         self.expression(value)
         for target in targets:
@@ -567,7 +588,7 @@ class _ModuleWalker(ast.NodeVisitor):
             self.expression(decorator)
         self._defaults(node.args)
         self.bind(node.name, node.lineno, "callable")
-        self.facts.callables[node.name] = _callable_facts([node], _body_free_names(node), node.name)
+        self.facts.callables[node.name] = _callable_facts([node], _body_free_names(node), node.name, self.read_only)
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
@@ -581,7 +602,7 @@ class _ModuleWalker(ast.NodeVisitor):
                 self.read(name, node.lineno)
         reads = frozenset().union(*(free_names(method) for method in methods))
         self.bind(node.name, node.lineno, "callable")
-        self.facts.callables[node.name] = replace(_callable_facts(methods, reads, node.name), is_class=True)
+        self.facts.callables[node.name] = replace(_callable_facts(methods, reads, node.name, self.read_only), is_class=True)
 
     def visit_If(self, node):
         self.expression(node.test)
@@ -677,11 +698,13 @@ class _ModuleWalker(ast.NodeVisitor):
 def analyse_cells(
     cells: list[tuple[int, str]],
     known_callables: dict[str, Callable_] | None = None,
+    read_only: ReadOnly = DEFAULT_READ_ONLY,
 ) -> CodeFacts:
     """Facts of code cells run in order in one namespace: ``[(cell_number, code)]``.
 
     ``known_callables`` are functions and classes defined elsewhere (the shared
     ``functions`` cells, upstream steps): using one reads its free names.
+    ``read_only`` are the functions and methods trusted not to change their arguments.
     Raises ``SyntaxError`` (with ``.cell`` set) and :class:`StarImportError`.
     """
     facts = CodeFacts()
@@ -691,7 +714,7 @@ def analyse_cells(
         except SyntaxError as error:
             error.cell = number
             raise
-        walker = _ModuleWalker(facts, number, known_callables or {})
+        walker = _ModuleWalker(facts, number, known_callables or {}, read_only)
         try:
             walker.statements(tree.body)
         except StarImportError as error:

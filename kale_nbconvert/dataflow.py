@@ -21,7 +21,16 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
-from .analysis import BUILTIN_NAMES, Callable_, Change, CodeFacts, StarImportError, analyse_cells
+from .analysis import (
+    BUILTIN_NAMES,
+    DEFAULT_READ_ONLY,
+    Callable_,
+    Change,
+    CodeFacts,
+    ReadOnly,
+    StarImportError,
+    analyse_cells,
+)
 from .errors import NotebookError
 from .model import Artifact, Pipeline, Step
 
@@ -38,9 +47,11 @@ class _Writer:
     """The writer before this one: the value a conditional binding may leave in place."""
 
 
-def _facts(pipeline: Pipeline, cells, step: str | None, known=None) -> CodeFacts:
+def _facts(
+    pipeline: Pipeline, cells, step: str | None, known=None, read_only: ReadOnly = DEFAULT_READ_ONLY
+) -> CodeFacts:
     try:
-        return analyse_cells([(c.number, c.code) for c in cells], known)
+        return analyse_cells([(c.number, c.code) for c in cells], known, read_only)
     except SyntaxError as error:
         raise NotebookError(
             f"syntax error: {error.msg}",
@@ -99,9 +110,10 @@ def metric_names(pipeline: Pipeline) -> list[tuple[str, int, int]]:
 class DataflowPlanner:
     """Resolves every step's inputs, outputs, parameters and upstream steps in place."""
 
-    def __init__(self, pipeline: Pipeline):
+    def __init__(self, pipeline: Pipeline, read_only: ReadOnly = DEFAULT_READ_ONLY):
         self.pipeline = pipeline
-        self.shared = _facts(pipeline, pipeline.shared_cells, None)
+        self.read_only = read_only
+        self.shared = _facts(pipeline, pipeline.shared_cells, None, read_only=read_only)
         self.last: dict[str, _Writer] = {}
         self.callables: dict[str, Callable_] = dict(self.shared.callables)
         self.ancestors: dict[str, set[str]] = {}
@@ -116,7 +128,7 @@ class DataflowPlanner:
 
     # -- one step --------------------------------------------------------------
     def _plan_step(self, step: Step) -> None:
-        facts = _facts(self.pipeline, step.cells, step.name, self.callables)
+        facts = _facts(self.pipeline, step.cells, step.name, self.callables, self.read_only)
         ancestors: set[str] = set()
         for parent in step.prev:
             ancestors |= {parent} | self.ancestors[parent]
@@ -219,6 +231,7 @@ class DataflowPlanner:
             step.inputs.append(Artifact(name, writer.step.name))
         if name not in writer.step.outputs:
             writer.step.outputs.append(name)
+            writer.step.output_cells[name] = change.cell
         if change.conditional and not any(a.name == name for a in writer.step.inputs):
             self._connect(
                 writer.step, name, writer.previous, change.cell, change.line, True,
@@ -287,11 +300,11 @@ def _binds(code: str, name: str) -> bool:
     return change is not None and change.kind not in ("mutate", "delete")
 
 
-def plan_dataflow(pipeline: Pipeline) -> None:
-    """Fill ``inputs``, ``outputs``, ``parameters``, ``replayed_imports`` and
-    ``upstream`` of every step; raise :class:`NotebookError` where the pipeline would
-    not compute what the notebook computes."""
-    DataflowPlanner(pipeline).plan()
+def plan_dataflow(pipeline: Pipeline, read_only: ReadOnly = DEFAULT_READ_ONLY) -> None:
+    """Fill ``inputs``, ``outputs`` (with ``output_cells``), ``parameters``,
+    ``replayed_imports`` and ``upstream`` of every step; raise :class:`NotebookError`
+    where the pipeline would not compute what the notebook computes."""
+    DataflowPlanner(pipeline, read_only).plan()
 
 
 def dataflow_table(pipeline: Pipeline) -> str:

@@ -87,12 +87,13 @@ class Step:
     """Import statements of upstream steps whose modules this step uses."""
     upstream: list[str] = field(default_factory=list)
     """Every step this one waits for: ``prev:`` edges plus data edges."""
+    output_cells: dict[str, int] = field(default_factory=dict)
+    """The cell of this step that last sets or changes each output (for run-time
+    messages)."""
     # Filled by marshal injection.
     packages: list[str] = field(default_factory=list)
     output_kinds: dict[str, str] = field(default_factory=dict)
     """KFP artifact class of each output (``Dataset``, ``Model``; ``Artifact`` if absent)."""
-    output_cells: dict[str, int] = field(default_factory=dict)
-    """The cell of this step that last sets each output (for run-time messages)."""
     is_metrics: bool = False
 
     @property

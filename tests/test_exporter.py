@@ -138,3 +138,23 @@ def test_wheel_install_registers_the_exporter_and_its_template(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "def build_pipeline" in (tmp_path / "simple.py").read_text()
+
+
+def test_read_only_functions_option_reaches_the_analysis():
+    """``plot(df)`` counts as changing ``df`` unless the user says plot is read-only."""
+    from kale_nbconvert.errors import NotebookError
+
+    nb = make_notebook(
+        [
+            ("def plot(frame):\n    return len(frame)", ["functions"]),
+            ("df = [1, 2]", ["step:load"]),
+            ("plot(df)", ["step:show", "prev:load"]),
+            ("total = sum(df)", ["step:add", "prev:load"]),
+        ]
+    )
+    with pytest.raises(NotebookError, match="add the tag 'prev:show'"):
+        convert(nb)
+    _, resources = convert(nb, **{"NameAnalysisPreprocessor.read_only_functions": ["plot"]})
+    add = resources["kale_pipeline"].steps["add"]
+    assert [(a.name, a.producer) for a in add.inputs] == [("df", "load")]
+    assert resources["kale_pipeline"].steps["load"].output_cells == {"df": 2}

@@ -199,28 +199,6 @@ def model_classes(codes, aliases: dict[str, str]) -> set[str]:
     return found
 
 
-def binding_cell(step: Step, name: str) -> int | None:
-    """The last cell of ``step`` that binds or changes ``name``."""
-    found = None
-    for cell in step.cells:
-        try:
-            tree = ast.parse(cell.code)
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if (
-                (isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, (ast.Store, ast.Del)))
-                or (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name)
-                or (isinstance(node, ast.alias) and (node.asname or node.name.partition(".")[0]) == name)
-                or (isinstance(node, ast.Global) and name in node.names)
-            ):
-                found = cell.number
-                break
-    if found is None:
-        found = next((c.number for c in reversed(step.cells) if name in c.code), None)
-    return found
-
-
 def untravelling_outputs(step: Step, aliases: dict[str, str]) -> list[tuple[str, int, int, str, str]]:
     """Outputs whose value evidently cannot travel: ``(name, cell, line, call, what)``."""
     found = []
@@ -254,7 +232,7 @@ def untravelling_outputs(step: Step, aliases: dict[str, str]) -> list[tuple[str,
 
 
 def plan_artifacts(pipeline: Pipeline) -> list[str]:
-    """Fill each step's ``output_kinds`` and ``output_cells``; returns warnings about
+    """Fill each step's ``output_kinds``; returns warnings about
     outputs that evidently cannot travel between steps."""
     codes = [c.code for c in pipeline.shared_cells]
     for step in pipeline.step_list():
@@ -270,11 +248,6 @@ def plan_artifacts(pipeline: Pipeline) -> list[str]:
         step.output_kinds = {
             name: tracker.kinds[name] for name in step.outputs if name in tracker.kinds
         }
-        step.output_cells = {}
-        for name in step.outputs:
-            cell = binding_cell(step, name)
-            if cell is not None:
-                step.output_cells[name] = cell
         for name, cell, line, call, what in untravelling_outputs(step, aliases):
             warnings.append(
                 f"{pipeline.notebook} cell {cell}, line {line}: step {step.name!r} hands on "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from nbconvert.preprocessors import Preprocessor
 from traitlets import Bool, List, Unicode
 
-from .. import analysis
+from ..analysis import DEFAULT_READ_ONLY
 from ..dataflow import dataflow_table, plan_dataflow
 from ..model import RESOURCE_KEY
 
@@ -36,13 +36,8 @@ class NameAnalysisPreprocessor(Preprocessor):
 
     def preprocess(self, nb, resources):
         pipeline = resources[RESOURCE_KEY]
-        saved = analysis.READ_ONLY_FUNCTIONS, analysis.READ_ONLY_METHODS
-        analysis.READ_ONLY_FUNCTIONS = saved[0] | set(self.read_only_functions)
-        analysis.READ_ONLY_METHODS = saved[1] | set(self.read_only_methods)
-        try:
-            plan_dataflow(pipeline)
-        finally:
-            analysis.READ_ONLY_FUNCTIONS, analysis.READ_ONLY_METHODS = saved
+        read_only = DEFAULT_READ_ONLY.extended(self.read_only_functions, self.read_only_methods)
+        plan_dataflow(pipeline, read_only)
         if self.explain:
             self.log.warning("Data flow of %s:\n%s", pipeline.notebook, dataflow_table(pipeline))
         return nb, resources
