@@ -28,13 +28,18 @@ The serializer is chosen by the object's type (every class of its MRO, matched b
     npy         data.npy       numpy.ndarray of a non-object dtype (np.save / np.load)
     pickle      data.pkl       pandas, numpy scalars and object arrays, plain values, ...:
                                stdlib pickle protocol 5; large buffers go from memory to
-                               the file and back without copies
+                               the file and back without copies (Arrow-backed pandas
+                               columns too), and an object array of strings goes as one
+                               joined string, not a memoised object per element
     dill        data.dill      anything referring to code defined in the notebook
                                (functions, lambdas, classes: by value), or that the
                                stdlib pickle refuses
-    joblib      data.joblib    scikit-learn, xgboost and lightgbm estimators
+    joblib      data.joblib    scikit-learn estimators and pipelines, xgboost and
+                               lightgbm Boosters and their scikit-learn models
     torch       data.pt        torch tensors and modules (``pickle_module`` in kale.json)
-    keras       model.keras    keras / tensorflow models
+    keras       model.keras    keras / tensorflow models (keras 3 on any backend)
+    xgboost-dmatrix            xgboost DMatrix, in its binary buffer format
+                data.dmatrix
     arrow       data.arrow     pyarrow Tables (Arrow IPC file)
     polars      data.arrow     polars DataFrames (Arrow IPC file)
     custom:KEY  data           a serializer the notebook registered (below)
@@ -332,6 +337,12 @@ def _kale_marshal_choose(obj, registry=None):
         return "arrow", "Dataset"
     if "polars.dataframe.frame.DataFrame" in names:
         return "polars", "Dataset"
+    if first == "xgboost.core.DMatrix":
+        return "xgboost-dmatrix", "Dataset"
+    for name in names:  # before torch: a keras model on the torch backend is a Module
+        module, _, qualname = name.rpartition(".")
+        if qualname in ("Model", "Functional", "Sequential") and module.partition(".")[0] in ("keras", "tf_keras", "tensorflow"):
+            return "keras", "Model"
     if "torch.nn.modules.module.Module" in names:
         return "torch", "Model"
     if "torch.Tensor" in names or "torch._tensor.Tensor" in names:
@@ -339,10 +350,6 @@ def _kale_marshal_choose(obj, registry=None):
     models = ("sklearn.base.BaseEstimator", "xgboost.core.Booster", "lightgbm.basic.Booster")
     if any(name in names for name in models):
         return "joblib", "Model"
-    for name in names:
-        module, _, qualname = name.rpartition(".")
-        if qualname in ("Model", "Functional", "Sequential") and module.partition(".")[0] in ("keras", "tf_keras", "tensorflow"):
-            return "keras", "Model"
     return "pickle", "Artifact"
 
 
@@ -402,16 +409,27 @@ def _kale_marshal_pickler(base, by_value_ok):
     value: it raises ``LookupError('by value')`` so the caller falls back to dill.
     Functions and classes of the imports/functions cells (``__kale_shared__``) go by
     reference: every step defines them, and the consumer's own class must be used."""
+    import copyreg
     import sys
     import types
 
     verdicts = {}
+    arrow_arrays = {}
 
     main = sys.modules.get("__main__")
     shared = getattr(main, "__kale_shared__", {})
 
+    class Call:
+        """A value rebuilt on load by calling ``function(*args)``, then
+        ``result[key] = value`` for each of ``items`` (pickle's reduce protocol)."""
+
+        def __init__(self, function, args, items=()):
+            self.reduced = (function, args, None, None, iter(items) if items else None)
+
     def reducer_override(self, obj):
         cls = type(obj)
+        if cls is Call:
+            return obj.reduced
         if cls is types.FunctionType or isinstance(obj, type):
             if by_value_ok or not (obj.__module__ in ("__main__", None) or "<" in obj.__qualname__):
                 return NotImplemented
@@ -419,9 +437,20 @@ def _kale_marshal_pickler(base, by_value_ok):
             if shared.get(name) is obj and getattr(main, name, None) is obj:
                 return NotImplemented  # from the functions cell: every step defines it
             raise LookupError("by value")
-        if cls.__name__ == "ndarray" and cls.__module__ == "numpy" and obj.dtype.kind in "mM":
-            # numpy copies datetime arrays to pickle them; their int64 view it does not
-            return cls.view, (obj.view("i8"), obj.dtype)
+        if cls.__name__ == "ndarray" and cls.__module__ == "numpy":
+            if obj.dtype.kind in "mM":
+                # numpy copies datetime arrays to pickle them; their int64 view it does not
+                return cls.view, (obj.view("i8"), obj.dtype)
+            if obj.dtype.kind == "O" and obj.size >= 256:
+                reduced = _kale_marshal_reduce_strings(obj, Call)
+                if reduced is not None:
+                    return reduced
+        elif arrow_arrays.setdefault(cls, _kale_marshal_is_arrow_array(cls)):
+            chunks = obj._pa_array.chunks
+            if chunks:
+                # pandas' own __getstate__ copies the column into one chunk first
+                state = {**obj.__dict__, "_pa_array": chunks, "_cache": {}}
+                return copyreg.__newobj__, (cls,), state
         verdict = verdicts.get(cls)
         if verdict is None:
             verdict = verdicts[cls] = _kale_marshal_problem(obj) or ()
@@ -434,6 +463,47 @@ def _kale_marshal_pickler(base, by_value_ok):
         return NotImplemented
 
     return type("KalePickler", (base,), {"reducer_override": reducer_override})
+
+
+def _kale_marshal_reduce_strings(array, Call):
+    """A compact reduce for an object array that holds mostly ``str``: one string
+    joined with a separator no element contains, split again on load; the few other
+    elements are put back by index. Pickling each string instead memoises it (about
+    58 bytes per element at the peak, more than the strings themselves).
+    Returns None when the array is not like that."""
+    import numpy
+
+    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+    items = array.ravel(order).tolist()
+    others = []
+    if any(type(item) is not str for item in items):
+        others = [(index, item) for index, item in enumerate(items) if type(item) is not str]
+        if len(others) * 4 > len(items):
+            return None
+        for index, _ in others:
+            items[index] = ""
+    # ASCII separators first: one outside Latin-1 would widen the whole joined string
+    for separator in ("\x00", "\x1f", "\x1e", "\x1d", "\ue000", "\uf8ff", "\ufdd0"):
+        joined = separator.join(items)
+        if joined.count(separator) == len(items) - 1:
+            break
+    else:
+        return None
+    del items
+    flat = Call(numpy.array, (Call(str.split, (joined, separator)), object), others)
+    if array.ndim == 1:
+        return flat.reduced
+    return numpy.reshape, (flat, array.shape, order)
+
+
+def _kale_marshal_is_arrow_array(cls):
+    """Whether ``cls`` is a pandas Arrow-backed extension array that pickles through
+    ``ArrowExtensionArray.__getstate__`` (which copies the data into one chunk)."""
+    getstate = getattr(cls, "__getstate__", None)
+    return (
+        cls.__module__.startswith("pandas.")
+        and getattr(getstate, "__qualname__", "") == "ArrowExtensionArray.__getstate__"
+    )
 
 
 def _kale_marshal_write(obj, serializer, folder, registry):
@@ -509,6 +579,11 @@ def _kale_marshal_write(obj, serializer, folder, registry):
     if serializer == "keras":
         obj.save(os.path.join(folder, "model.keras"))
         return "keras", "model.keras", {}
+    if serializer == "xgboost-dmatrix":
+        # a DMatrix holds a C handle that pickle refuses; xgboost's own binary format
+        # keeps data, labels, weights, base margins, groups and feature names and types
+        obj.save_binary(os.path.join(folder, "data.dmatrix"), silent=True)
+        return "xgboost-dmatrix", "data.dmatrix", {}
     if serializer == "arrow":
         import pyarrow
         import pyarrow.ipc
@@ -576,6 +651,10 @@ def _kale_marshal_load(path, registry=None):
         import keras
 
         return keras.models.load_model(data)
+    if serializer == "xgboost-dmatrix":
+        import xgboost
+
+        return xgboost.DMatrix(data, silent=True)
     if serializer == "arrow":
         import pyarrow.ipc
 
@@ -656,6 +735,8 @@ RUNTIME_FUNCTIONS = (
     "_kale_marshal_remove",
     "_kale_marshal_save",
     "_kale_marshal_pickler",
+    "_kale_marshal_reduce_strings",
+    "_kale_marshal_is_arrow_array",
     "_kale_marshal_write",
     "_kale_marshal_load",
     "_kale_snapshot",

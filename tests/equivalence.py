@@ -81,6 +81,12 @@ def assert_same(left, right, where: str) -> None:
             pdt.assert_series_equal(left, right, obj=where)
         else:
             assert left.equals(right), where
+    elif module in ("polars", "pyarrow") and hasattr(left, "schema"):
+        assert left.schema == right.schema and left.equals(right), where
+    elif module == "lightgbm" and hasattr(left, "model_to_string"):
+        assert left.model_to_string() == right.model_to_string(), where
+    elif module == "xgboost" and hasattr(left, "save_raw"):
+        assert left.save_raw() == right.save_raw(), where
     elif isinstance(left, float):
         assert (math.isnan(left) and math.isnan(right)) or left == right, f"{where}: {left} != {right}"
     elif isinstance(left, (list, tuple)):

@@ -3,6 +3,7 @@ clearly, leaving no partial file; producers declare Dataset/Model where evident.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import sqlite3
@@ -22,6 +23,7 @@ from kale_nbconvert.runtime import (
     _kale_load,
     _kale_marshal_choose,
     _kale_marshal_load,
+    _kale_marshal_reduce_strings,
     _kale_marshal_save,
     _kale_save,
 )
@@ -83,6 +85,44 @@ def test_numpy_scalars_stay_scalars_of_the_same_dtype(tmp_path, array):
     back, _ = roundtrip(scalar, tmp_path)
     assert type(back) is type(scalar) and back.dtype == scalar.dtype
     np.testing.assert_array_equal(back, scalar)
+
+
+TEXTS = st.text(alphabet=st.characters(codec="utf-8"), max_size=6)  # \x00, separators, any plane
+NOT_TEXT = st.one_of(st.none(), st.just(float("nan")), st.integers(), st.tuples(st.text(max_size=2)), st.binary(max_size=2))
+
+
+class CallSpy:
+    def __init__(self, function, args, items=()):
+        self.reduced = (function, args)
+
+
+@settings(FAST, max_examples=25)
+@given(
+    texts=st.lists(TEXTS, min_size=256, max_size=300),
+    others=st.lists(st.tuples(st.integers(0, 255), NOT_TEXT), max_size=40),
+    shape=st.sampled_from(["1d", "C", "F", "strided"]),
+)
+def test_object_arrays_of_mostly_strings_round_trip_exactly(tmp_path, texts, others, shape):
+    """Large object arrays of strings (pandas object columns) go as one joined string,
+    the few other elements by index; every element, its type and the layout come back."""
+    array = np.empty(len(texts) - len(texts) % 2, dtype=object)
+    array[:] = texts[: len(array)]
+    for index, value in others:
+        array[index] = value
+    if shape != "1d":
+        array = array.reshape(2, -1, order="F" if shape == "F" else "C")
+        if shape == "strided":
+            array = array[:, ::2]
+    mostly_text = sum(type(v) is not str for v in array.ravel()) * 4 <= array.size
+    if not any("\x00" in v for v in array.ravel() if type(v) is str):
+        assert (_kale_marshal_reduce_strings(array, CallSpy) is not None) == mostly_text
+    back, meta = roundtrip(array, tmp_path)
+    assert meta["serializer"] == "pickle"
+    assert back.dtype == object and back.shape == array.shape
+    assert back.flags.f_contiguous == array.flags.f_contiguous or shape == "strided"
+    for left, right in zip(array.ravel(), back.ravel()):
+        assert type(left) is type(right)
+        assert left == right or (left != left and right != right)
 
 
 def test_datetime_and_fortran_arrays(tmp_path):
@@ -258,15 +298,137 @@ def test_torch_tensors_and_modules(tmp_path, notebook_main):
     assert torch.equal(back.weight, linear.weight)
 
 
-def test_pyarrow_tables_and_polars_frames(tmp_path):
+@st.composite
+def columns(draw):
+    """Columns of the kinds tables hold: numbers with nulls, text, dates with zones."""
+    n = draw(st.integers(0, 6))
+    maybe = lambda values: st.lists(st.one_of(st.none(), values), min_size=n, max_size=n)  # noqa: E731
+    return {
+        "i": draw(maybe(st.integers(-(2**63), 2**63 - 1))),
+        "f": draw(maybe(st.floats(allow_nan=False))),
+        "s": draw(maybe(st.text(max_size=4))),
+        "b": draw(maybe(st.booleans())),
+        "t": draw(maybe(st.datetimes(timezones=st.sampled_from([None])))),
+    }
+
+
+@FAST
+@given(data=columns(), chunks=st.integers(1, 3), zone=st.sampled_from([None, "UTC", "Asia/Tokyo"]))
+def test_pyarrow_tables_round_trip_exactly(tmp_path, data, chunks, zone):
     pa = pytest.importorskip("pyarrow")
-    table = pa.table({"a": [1, 2, None], "b": ["x", None, "z"]})
+    table = pa.table(data).set_column(4, "t", pa.array(data["t"], pa.timestamp("us", tz=zone)))
+    table = pa.concat_tables([table] * chunks).replace_schema_metadata({"source": "nb"})
     back, meta = roundtrip(table, tmp_path)
-    assert meta["serializer"] == "arrow" and back.equals(table) and back.schema == table.schema
+    assert meta["serializer"] == "arrow" and meta["kind"] == "Dataset"
+    assert back.schema == table.schema and back.schema.metadata == table.schema.metadata
+    assert back.equals(table)
+
+
+@FAST
+@given(data=columns())
+def test_polars_frames_round_trip_exactly(tmp_path, data):
     pl = pytest.importorskip("polars")
-    frame = pl.DataFrame({"a": [1, 2], "b": ["x", "y"]})
-    back, meta = roundtrip(frame, tmp_path, "polars")
-    assert meta["serializer"] == "polars" and back.equals(frame) and back.schema == frame.schema
+    frame = pl.DataFrame(data, schema_overrides={"t": pl.Datetime("us", "Europe/Paris")}, strict=False)
+    frame = frame.with_columns(pl.col("s").cast(pl.Categorical).alias("c"))
+    back, meta = roundtrip(frame, tmp_path)
+    assert meta["serializer"] == "polars" and meta["kind"] == "Dataset"
+    assert back.schema == frame.schema and back.equals(frame)
+
+
+@FAST
+@given(data=columns(), chunks=st.integers(1, 3))
+def test_arrow_backed_pandas_columns_keep_their_chunks_and_dtypes(tmp_path, data, chunks):
+    pa = pytest.importorskip("pyarrow")
+    table = pa.concat_tables([pa.table({k: data[k] for k in "ifsb"})] * chunks)
+    frame = table.to_pandas(types_mapper=pd.ArrowDtype)
+    frame["str"] = pd.Series(table["s"].to_pylist(), dtype="string[pyarrow]")
+    back, meta = roundtrip(frame, tmp_path)
+    assert meta["serializer"] == "pickle"
+    assert list(back.dtypes) == list(frame.dtypes)
+    pd.testing.assert_frame_equal(back, frame, check_exact=True)
+    for column in "ifsb":
+        assert back[column].array._pa_array.num_chunks == frame[column].array._pa_array.num_chunks
+
+
+def test_pandas_strings_without_pyarrow_round_trip_exactly(tmp_path):
+    """pandas 3 stores ``str`` columns in Python objects when pyarrow is absent: a step
+    image without pyarrow saves and loads them exactly too."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "class NoArrow:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] == 'pyarrow':\n"
+        "            raise ImportError('pyarrow is hidden')\n"
+        "sys.meta_path.insert(0, NoArrow())\n"
+        "import pandas as pd\n"
+        "from kale_nbconvert.runtime import _kale_marshal_save, _kale_marshal_load\n"
+        "texts = [f'r{i}' if i % 7 else None for i in range(1000)]\n"
+        "frame = pd.DataFrame({'s': pd.Series(texts, dtype='str'), 'o': pd.Series(texts, dtype=object),\n"
+        "                      'n': pd.Series(texts, dtype='string')}, index=pd.Index(texts, dtype='str'))\n"
+        "assert 'pyarrow' not in sys.modules\n"
+        f"_kale_marshal_save(frame, {str(tmp_path / 'v')!r})\n"
+        f"back = _kale_marshal_load({str(tmp_path / 'v')!r})\n"
+        "assert list(back.dtypes) == list(frame.dtypes), (back.dtypes, frame.dtypes)\n"
+        "pd.testing.assert_frame_equal(back, frame, check_exact=True)\n"
+        "assert back['s'].dtype.storage == 'python'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_xgboost_boosters_models_and_dmatrices(tmp_path):
+    xgboost = pytest.importorskip("xgboost")
+    X = np.random.default_rng(1).random((50, 3))
+    y = (X[:, 0] + X[:, 1] > 1).astype(int)
+    matrix = xgboost.DMatrix(X, label=y, weight=np.linspace(1, 2, 50), feature_names=["a", "b", "c"], feature_types=["float", "float", "q"])
+    back, meta = roundtrip(matrix, tmp_path, "matrix")
+    assert meta["serializer"] == "xgboost-dmatrix" and meta["kind"] == "Dataset" and type(back) is xgboost.DMatrix
+    assert back.feature_names == ["a", "b", "c"] and back.feature_types == ["float", "float", "q"]
+    np.testing.assert_array_equal(back.get_label(), matrix.get_label())
+    np.testing.assert_array_equal(back.get_weight(), matrix.get_weight())
+    assert (back.get_data() != matrix.get_data()).nnz == 0
+    booster = xgboost.train({"max_depth": 2, "nthread": 1}, matrix, 3)
+    back, meta = roundtrip(booster, tmp_path, "booster")
+    assert meta["serializer"] == "joblib" and meta["kind"] == "Model" and type(back) is xgboost.Booster
+    assert back.save_raw() == booster.save_raw()
+    np.testing.assert_array_equal(back.predict(matrix), booster.predict(matrix))
+    model = xgboost.XGBClassifier(n_estimators=3, max_depth=2, n_jobs=1).fit(X, y)
+    back, meta = roundtrip(model, tmp_path, "model")
+    assert meta["serializer"] == "joblib" and type(back) is xgboost.XGBClassifier
+    np.testing.assert_array_equal(back.predict_proba(X), model.predict_proba(X))
+
+
+def test_lightgbm_boosters_and_models(tmp_path):
+    lightgbm = pytest.importorskip("lightgbm")
+    X = np.random.default_rng(2).random((60, 3))
+    y = X[:, 0] * 2 + X[:, 2]
+    booster = lightgbm.train({"verbose": -1, "num_threads": 1}, lightgbm.Dataset(X, label=y), 4)
+    back, meta = roundtrip(booster, tmp_path, "booster")
+    assert meta["serializer"] == "joblib" and meta["kind"] == "Model" and type(back) is lightgbm.Booster
+    assert back.model_to_string() == booster.model_to_string()
+    model = lightgbm.LGBMRegressor(n_estimators=4, verbose=-1, n_jobs=1).fit(X, y)
+    back, meta = roundtrip(model, tmp_path, "model")
+    assert meta["serializer"] == "joblib" and type(back) is lightgbm.LGBMRegressor
+    np.testing.assert_array_equal(back.predict(X), model.predict(X))
+
+
+def test_keras_models_save_as_keras_files(tmp_path):
+    """keras 3 on the torch backend (the test environment has no tensorflow): a keras
+    model is also a torch Module, and must still go as a .keras file."""
+    if importlib.util.find_spec("tensorflow") is None:
+        os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    inputs = keras.Input((3,))
+    functional = keras.Model(inputs, keras.layers.Dense(2, activation="relu")(inputs))
+    sequential = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+    x = np.random.default_rng(3).random((5, 3)).astype("float32")
+    for name, model in (("functional", functional), ("sequential", sequential)):
+        back, meta = roundtrip(model, tmp_path, name)
+        assert meta["serializer"] == "keras" and meta["kind"] == "Model" and meta["file"] == "model.keras"
+        assert type(back) is type(model)
+        np.testing.assert_array_equal(back.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
 def test_a_registered_serializer_is_used_for_its_type_and_subclasses(tmp_path, notebook_main):

@@ -1,5 +1,6 @@
 """Marshalling end to end: numpy, pandas, scikit-learn and torch values cross steps of a
-real kfp.local run with the notebook's values; what cannot travel fails the step clearly."""
+real kfp.local run with the notebook's values (xgboost, lightgbm and polars too, where
+installed); what cannot travel fails the step clearly."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from helpers import make_notebook, run_script, write_script
 pytestmark = pytest.mark.slow
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+HAS_BOOSTING = all(importlib.util.find_spec(name) for name in ("xgboost", "lightgbm", "polars"))
 
 CELLS = [
     ("import numpy as np\nimport pandas as pd\nfrom sklearn.linear_model import LogisticRegression", ["imports"]),
@@ -46,6 +48,25 @@ if HAS_TORCH:
         ),
         ("outputs = net(inputs).detach().numpy()\nnet_kind = type(net).__name__", ["step:apply", "prev:network"]),
     ]
+if HAS_BOOSTING:
+    CELLS += [
+        (
+            "import lightgbm\nimport polars as pl\nimport xgboost\n"
+            "booster = xgboost.XGBClassifier(n_estimators=4, max_depth=2, n_jobs=1).fit(X, y)\n"
+            "dtrain = xgboost.DMatrix(X, label=y, feature_names=['a', 'b', 'c'])\n"
+            "gbm = lightgbm.train({'verbose': -1, 'num_threads': 1}, lightgbm.Dataset(X, label=y), 3)\n"
+            "table = pl.DataFrame({'a': X[:, 0], 'label': y})",
+            ["step:boost", "prev:score"] + (["prev:network"] if HAS_TORCH else []),
+        ),
+        (
+            "boost_proba = booster.predict_proba(X)\n"
+            "raw = booster.get_booster().predict(dtrain)\n"
+            "names = dtrain.feature_names\n"
+            "gbm_scores = gbm.predict(X)\n"
+            "positives = table.filter(pl.col('label') == 1).height",
+            ["step:boosted", "prev:boost"],
+        ),
+    ]
 
 
 def test_numpy_pandas_sklearn_and_torch_values_cross_steps_as_in_the_notebook(tmp_path):
@@ -56,6 +77,9 @@ def test_numpy_pandas_sklearn_and_torch_values_cross_steps_as_in_the_notebook(tm
     if HAS_TORCH:
         assert snapshots["apply"]["net_kind"] == "Sequential"
         assert snapshots["apply"]["outputs"].shape == (40, 1)
+    if HAS_BOOSTING:
+        assert snapshots["boosted"]["names"] == ["a", "b", "c"]
+        assert snapshots["boosted"]["positives"] == int(snapshots["data"]["y"].sum())
     runs = sorted((tmp_path / "kale-local-runs").iterdir())
     meta = json.loads((runs[-1] / "data" / "frame_out" / "kale.json").read_text())
     assert meta["python_type"] == "pandas.DataFrame" or meta["python_type"].endswith(".DataFrame")
