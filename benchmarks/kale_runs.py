@@ -189,6 +189,16 @@ print(json.dumps({{"seconds": best, "file": marshal.get_backend(obj).file_type}}
 '''
 
 
+def _installed(distribution: str) -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def marshal_baseline(ctx):
     """A function ``spec -> seconds`` for :func:`benchmarks.marshal.run`: Kale 2.3.0's
     save+load of the object ``spec`` describes, in the venv's Python. It raises
@@ -203,8 +213,11 @@ def marshal_baseline(ctx):
         reason = f"{kale_baseline.VENV.name} missing (the conversion figures create it)"
     if reason is None:
         try:
+            # the same numpy and pandas, and pyarrow if we have it (pandas 3 then keeps
+            # str columns in Arrow): both sides save the very same kind of object
+            present = [name for name in ("numpy", "pandas", "pyarrow") if _installed(name)]
             reason = kale_baseline.install_into_venv(
-                [f"{name}=={metadata.version(name)}" for name in ("numpy", "pandas")], ctx.log)
+                [f"{name}=={metadata.version(name)}" for name in present], ctx.log)
             child = common.scratch_dir("kale-marshal") / "kale_marshal_roundtrip.py"
             child.write_text(MARSHAL_CHILD.format(mixed_frame=inspect.getsource(_mixed_frame)))
         except Exception as error:  # our marshalling figures must not depend on it
@@ -232,10 +245,16 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.kale_runs")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--marshal-only", action="store_true",
+                        help="only the marshalling rows (ours, bare numpy, dill, Kale's marshal)")
     args = parser.parse_args(argv)
     ctx = Context(quick=False, runs=max(1, args.runs), warmup=1, no_kale=False, examples=[])
     try:
-        results = local_run(ctx) + marshal_run(False, kale=marshal_baseline(ctx))
+        if args.marshal_only:
+            kale_baseline.kale_executable(ctx.log)  # creates the venv when missing
+            results = marshal_run(False, kale=marshal_baseline(ctx))
+        else:
+            results = local_run(ctx) + marshal_run(False, kale=marshal_baseline(ctx))
     finally:
         common.remove_scratch()
     print(common.format_table(results))

@@ -241,6 +241,15 @@ class DataflowPlanner:
     def _undefined(self, step: Step, name: str, cell: int, line: int) -> NotebookError:
         pipeline = self.pipeline
         where = self._defined_elsewhere(name, cell)
+        if step.is_metrics:  # not a step of the user's: speak of the cell they tagged
+            return NotebookError(
+                f"the pipeline-metrics cell reports {name!r}, which {where}",
+                notebook=pipeline.notebook,
+                cell=cell,
+                section="pipeline-metrics",
+                line=line,
+                fix=f"compute {name!r} in a step; the metrics cell only names values steps computed",
+            )
         return NotebookError(
             f"step {step.name!r} reads {name!r}, which {where}",
             notebook=pipeline.notebook,

@@ -378,11 +378,7 @@ def _kale_marshal_save(obj, path, registry=None, info=None):
     os.makedirs(partial)
     try:
         serializer, file, extra = _kale_marshal_write(obj, serializer, partial, registry)
-        data = os.path.join(partial, file)
-        if os.path.isdir(data):
-            size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(data) for f in fs)
-        else:
-            size = os.path.getsize(data)
+        size = _kale_path_size(os.path.join(partial, file))
         meta = {
             "format": "kale-marshal/1",
             "serializer": serializer,
@@ -401,6 +397,16 @@ def _kale_marshal_save(obj, path, registry=None, info=None):
         _kale_marshal_remove(partial)
         raise
     return meta
+
+
+def _kale_path_size(path):
+    """Bytes in a file, or in all the files of a folder (0 if it does not exist)."""
+    import os
+
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(root, name))
+                   for root, _, names in os.walk(path) for name in names)
+    return os.path.getsize(path) if os.path.exists(path) else 0
 
 
 def _kale_marshal_pickler(base, by_value_ok):
@@ -733,6 +739,7 @@ RUNTIME_FUNCTIONS = (
     "_kale_marshal_problem",
     "_kale_marshal_choose",
     "_kale_marshal_remove",
+    "_kale_path_size",
     "_kale_marshal_save",
     "_kale_marshal_pickler",
     "_kale_marshal_reduce_strings",

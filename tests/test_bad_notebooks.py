@@ -413,9 +413,9 @@ CASES = [
     Case(
         "metrics-unknown-variable",
         nb_bytes([("acc = 0.9", ["step:train"]), ("print(accuracy)", ["pipeline-metrics"])]),
-        ["reads 'accuracy', which is never defined"],
+        ["the pipeline-metrics cell reports 'accuracy', which is never defined", "compute 'accuracy' in a step"],
         cell=2,
-        step="pipeline_metrics",
+        section="pipeline-metrics",
     ),
     Case(
         "metrics-not-a-name",
