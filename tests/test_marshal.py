@@ -273,6 +273,53 @@ def test_scikit_learn_pipelines_use_joblib_and_predict_the_same(tmp_path):
     np.testing.assert_array_equal(back.predict_proba(X), model.predict_proba(X))
 
 
+TENSOR_DTYPES = st.one_of(
+    hnp.integer_dtypes(endianness="="), hnp.floating_dtypes(endianness="=", sizes=(16, 32, 64)),
+    hnp.complex_number_dtypes(endianness="="), hnp.boolean_dtypes(),
+)
+
+
+@FAST
+@given(array=hnp.arrays(TENSOR_DTYPES, hnp.array_shapes(min_dims=0, max_dims=3, max_side=4)),
+       grad=st.booleans(), transpose=st.booleans())
+def test_torch_tensors_round_trip_exactly(tmp_path, array, grad, transpose):
+    torch = pytest.importorskip("torch")
+    if array.dtype.kind == "u" and array.dtype.itemsize > 1 and not hasattr(torch, "uint16"):
+        return  # older torch has no uint16-64
+    tensor = torch.from_numpy(array.copy())
+    if transpose and tensor.dim() >= 2:
+        tensor = tensor.transpose(0, 1)  # not contiguous: strides must survive
+    if grad and tensor.dtype.is_floating_point:
+        tensor = tensor.clone().requires_grad_(True)
+    back, meta = roundtrip(tensor, tmp_path)
+    assert meta["serializer"] == "torch" and meta["kind"] == "Dataset"
+    assert type(back) is type(tensor) and back.dtype == tensor.dtype and back.shape == tensor.shape
+    assert back.stride() == tensor.stride() and back.requires_grad == tensor.requires_grad
+    assert torch.equal(back.detach(), tensor.detach()) or torch.isnan(tensor).any()
+
+
+MODEL_DATA = hnp.arrays(np.float64, st.tuples(st.integers(12, 30), st.integers(1, 4)),
+                        elements=st.floats(-1e6, 1e6, allow_nan=False))
+
+
+@settings(FAST, max_examples=10)
+@given(X=MODEL_DATA, family=st.sampled_from(["sklearn", "xgboost", "lightgbm"]))
+def test_fitted_models_predict_the_same_after_the_trip(tmp_path, X, family):
+    """Estimators fitted on generated data: same class, same predictions."""
+    y = (X[:, 0] > np.median(X[:, 0])).astype(int)
+    if family == "sklearn":
+        from sklearn.ensemble import RandomForestClassifier
+
+        model = RandomForestClassifier(n_estimators=3, random_state=0).fit(X, y)
+    elif family == "xgboost":
+        model = pytest.importorskip("xgboost").XGBClassifier(n_estimators=3, n_jobs=1).fit(X, y)
+    else:
+        model = pytest.importorskip("lightgbm").LGBMClassifier(n_estimators=3, verbose=-1, n_jobs=1, min_child_samples=2).fit(X, y)
+    back, meta = roundtrip(model, tmp_path)
+    assert meta["serializer"] == "joblib" and meta["kind"] == "Model" and type(back) is type(model)
+    np.testing.assert_array_equal(back.predict_proba(X), model.predict_proba(X))
+
+
 def test_torch_tensors_and_modules(tmp_path, notebook_main):
     torch = pytest.importorskip("torch")
     tensor = torch.arange(6, dtype=torch.float16).reshape(2, 3)
