@@ -17,7 +17,7 @@ import time
 
 from . import common, kale_baseline
 from .common import Result, BenchmarkError, run_measured, unavailable
-from .generate import chain_notebook
+from .generate import big_cell_notebook, chain_notebook
 
 CLI_TARGET_S = 1.0
 SCALING_TARGET_S = 1.0  # 1,000 cells analysed in at most this
@@ -125,6 +125,8 @@ def in_process_scaling(ctx):
         target = (SCALING_TARGET_S, "value") if cells == 1000 else (None, None)
         results.append(Result("scaling", figure, ours[cells], base[cells],
                                "PythonExporter", "s", *target))
+    if not ctx.quick:
+        results.append(_one_big_cell(ctx))
     if 100 in ours and 5000 in ours:
         growth = (ours[5000] / 5000) / (ours[100] / 100)
         base_growth = (base[5000] / 5000) / (base[100] / 100)
@@ -132,6 +134,22 @@ def in_process_scaling(ctx):
                               growth, base_growth, "PythonExporter", "x",
                               GROWTH_TARGET, "value"))
     return results
+
+
+def _one_big_cell(ctx, lines=180_000):
+    """One step of a single 3 MB cell (generated code, as notebooks that inline data
+    have): each stage reads the cell's syntax tree, parsed once per conversion."""
+    from nbconvert.exporters import PythonExporter
+    from kale_nbconvert.exporter import KaleExporter
+
+    nb = big_cell_notebook(lines)
+    size = len(nb.cells[0].source.encode())
+    figure = f"in-process conversion, one cell of {size / 2**20:.1f} MiB ({lines:,} lines)"
+    ctx.log(figure)
+    runs = max(1, min(ctx.runs, 3))
+    ours = _time_in_process(KaleExporter, nb, runs, 0)
+    base = _time_in_process(PythonExporter, nb, runs, 0)
+    return Result("scaling", figure, ours, base, "PythonExporter", "s")
 
 
 def run(ctx):

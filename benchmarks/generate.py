@@ -37,6 +37,16 @@ def chain_notebook(cells: int, cells_per_step: int = 10) -> nbformat.NotebookNod
     return nb
 
 
+def big_cell_notebook(lines: int) -> nbformat.NotebookNode:
+    """One step whose single cell has ``lines`` assignments (about 17 bytes each, as
+    notebooks that inline data have), and a step after it reading one of them."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kubeflow_notebook"] = {"pipeline_name": "big-cell"}
+    code = "\n".join(f"v{i % 1000} = {i} + 1" for i in range(lines))
+    nb.cells += [_code(code, ["step:big"]), _code("print(v1)", ["step:after", "prev:big"])]
+    return nb
+
+
 def increment_notebook(steps: int) -> nbformat.NotebookNode:
     """``steps`` trivial steps in a chain, each doing ``x = x + 1``: the smallest pipeline
     whose run time is all per-step overhead (plus one fixed start-up)."""

@@ -37,6 +37,8 @@ import functools
 import re
 from dataclasses import dataclass, field, replace
 
+from . import syntax
+
 READ_ONLY_FUNCTIONS = frozenset(
     """print len isinstance issubclass type str repr int float bool complex list tuple
     set frozenset dict sorted reversed sum min max abs round any all enumerate zip range
@@ -710,7 +712,7 @@ def analyse_cells(
     facts = CodeFacts()
     for number, code in cells:
         try:
-            tree = ast.parse(code)
+            tree = syntax.parse(code)
         except SyntaxError as error:
             error.cell = number
             raise

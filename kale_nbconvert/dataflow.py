@@ -31,6 +31,7 @@ from .analysis import (
     StarImportError,
     analyse_cells,
 )
+from . import syntax
 from .errors import NotebookError
 from .model import Artifact, Pipeline, Step
 
@@ -77,7 +78,7 @@ def metric_names(pipeline: Pipeline) -> list[tuple[str, int, int]]:
     found = []
     for cell in pipeline.metrics_cells:
         try:
-            tree = ast.parse(cell.code)
+            tree = syntax.parse(cell.code)
         except SyntaxError as error:
             raise NotebookError(
                 f"syntax error: {error.msg}",

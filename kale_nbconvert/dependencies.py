@@ -13,18 +13,16 @@ import functools
 import sys
 from importlib import metadata
 
+from . import syntax
+
 NEVER_INSTALL = frozenset({"kfp", "__future__"})
 """kfp comes with the component (``install_kfp_package``)."""
 
 
 def imported_modules(code: str) -> set[str]:
     """Top-level names of the modules ``code`` imports (anywhere, not relative)."""
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return set()
     found = set()
-    for node in ast.walk(tree):
+    for node in syntax.nodes_if(code, "import"):
         if isinstance(node, ast.Import):
             found.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

@@ -13,6 +13,7 @@ import nbformat
 from nbconvert.exporters import TemplateExporter
 from traitlets import default, validate
 
+from . import syntax
 from .errors import KaleError, NotebookError
 from .literals import docstring_text, py_literal
 from .model import RESOURCE_KEY
@@ -139,7 +140,10 @@ class KaleExporter(TemplateExporter):
 
     def from_notebook_node(self, nb, resources=None, **kw):
         _quiet_tracebacks(self.log)
-        output, resources = super().from_notebook_node(nb, resources, **kw)
+        try:
+            output, resources = super().from_notebook_node(nb, resources, **kw)
+        finally:
+            syntax.forget()  # the cells' trees are needed only during one conversion
         try:
             output.encode("utf-8")
         except UnicodeEncodeError as error:  # never written: FilesWriter would fail midway

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 import venv
@@ -123,11 +124,13 @@ def test_wheel_install_registers_the_exporter_and_its_template(tmp_path):
         )
     assert install.returncode == 0, install.stderr
     nbformat.write(SIMPLE, tmp_path / "simple.ipynb")
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only the wheel's copy
     where = subprocess.run(
         [str(python), "-c", "import kale_nbconvert, kale_nbconvert.exporter as e; print(kale_nbconvert.__file__); print(e.templates_directory())"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
+        env=clean,
     )
     assert str(env_dir) in where.stdout, where.stdout + where.stderr
     result = subprocess.run(
@@ -135,6 +138,7 @@ def test_wheel_install_registers_the_exporter_and_its_template(tmp_path):
         cwd=tmp_path,
         capture_output=True,
         text=True,
+        env=clean,
     )
     assert result.returncode == 0, result.stderr
     assert "def build_pipeline" in (tmp_path / "simple.py").read_text()

@@ -8,6 +8,7 @@ import sys
 from nbconvert.preprocessors import Preprocessor
 from traitlets import Bool, List, Unicode
 
+from .. import syntax
 from ..dependencies import distribution_pin, imported_modules, resolve_packages
 from ..model import RESOURCE_KEY, Pipeline, Step
 
@@ -55,21 +56,17 @@ UNTRAVELLING_CALLS = {
 """Calls whose result cannot travel between steps (warned about at conversion)."""
 
 
-def _all_nodes(codes):
+def _all_nodes(codes, keyword):
     """Every AST node of every code string that parses (the others are reported by
-    name analysis, which runs first)."""
+    name analysis, which runs first) and contains ``keyword``."""
     for code in codes:
-        try:
-            tree = ast.parse(code)
-        except SyntaxError:
-            continue
-        yield from ast.walk(tree)
+        yield from syntax.nodes_if(code, keyword)
 
 
 def import_aliases(codes) -> dict[str, str]:
     """Names bound by imports anywhere in ``codes`` -> the dotted name they stand for."""
     aliases: dict[str, str] = {}
-    for node in _all_nodes(codes):
+    for node in _all_nodes(codes, "import"):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.asname:
@@ -165,7 +162,7 @@ class _KindTracker:
 
     def run(self, code: str) -> None:
         try:
-            tree = ast.parse(code)
+            tree = syntax.parse(code)
         except SyntaxError:
             return
         for node in _module_statements(tree.body):
@@ -190,7 +187,7 @@ def _module_statements(body):
 def model_classes(codes, aliases: dict[str, str]) -> set[str]:
     """Classes defined in the notebook that build models (torch/keras/scikit-learn)."""
     found = set()
-    for node in _all_nodes(codes):
+    for node in _all_nodes(codes, "class"):
         if isinstance(node, ast.ClassDef):
             for base in node.bases:
                 name = _dotted(base, aliases) or ""
@@ -204,7 +201,7 @@ def untravelling_outputs(step: Step, aliases: dict[str, str]) -> list[tuple[str,
     found = []
     for cell in step.cells:
         try:
-            tree = ast.parse(cell.code)
+            tree = syntax.parse(cell.code)
         except SyntaxError:
             continue
         for node in _module_statements(tree.body):

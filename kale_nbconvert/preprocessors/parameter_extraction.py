@@ -11,6 +11,7 @@ import ast
 from nbconvert.preprocessors import Preprocessor
 from traitlets import Bool
 
+from .. import syntax
 from ..errors import NotebookError
 from ..model import RESOURCE_KEY, Parameter
 
@@ -60,7 +61,7 @@ def extract_parameters(code: str) -> list[tuple[str, object, int]]:
 
     Raises ``ValueError(message, line)`` for anything that is not such a line.
     """
-    tree = ast.parse(code)
+    tree = syntax.parse(code)
     found = []
     for statement in tree.body:
         targets = statement.targets if isinstance(statement, ast.Assign) else None
