@@ -429,6 +429,10 @@ class _ModuleWalker(ast.NodeVisitor):
             magic, argument = strings
             self._expanded(argument, line)
             self._magic_code(magic, argument, line - 1)
+            if magic in ("pinfo", "pinfo2"):  # `obj?` shows obj: a read, harmless if absent
+                root = argument.strip().split(".")[0]
+                if root.isidentifier():
+                    self.read(root, line, optional=True)
         elif method == "run_cell_magic" and len(strings) == 3 and None not in strings:
             magic, argument, body = strings
             self._expanded(argument, line)
