@@ -37,7 +37,9 @@ The serializer is chosen by the object's type (every class of its MRO, matched b
     joblib      data.joblib    scikit-learn estimators and pipelines, xgboost and
                                lightgbm Boosters and their scikit-learn models
     torch       data.pt        torch tensors and modules (``pickle_module`` in kale.json)
-    keras       model.keras    keras / tensorflow models (keras 3 on any backend)
+    keras       model.keras    keras / tensorflow models (keras 3 on any backend); classes
+                               defined in the notebook (a subclassed model, custom layers)
+                               go beside it by value, custom_objects.dill, for load_model
     xgboost-dmatrix            xgboost DMatrix, in its binary buffer format
                 data.dmatrix
     arrow       data.arrow     pyarrow Tables (Arrow IPC file)
@@ -378,7 +380,7 @@ def _kale_marshal_save(obj, path, registry=None, info=None):
     os.makedirs(partial)
     try:
         serializer, file, extra = _kale_marshal_write(obj, serializer, partial, registry)
-        size = _kale_path_size(os.path.join(partial, file))
+        size = _kale_path_size(partial)  # every data file; kale.json is not written yet
         meta = {
             "format": "kale-marshal/1",
             "serializer": serializer,
@@ -584,7 +586,20 @@ def _kale_marshal_write(obj, serializer, folder, registry):
         return "torch", "data.pt", {"pickle_module": "dill"}
     if serializer == "keras":
         obj.save(os.path.join(folder, "model.keras"))
-        return "keras", "model.keras", {}
+        # a .keras file names its classes; those defined in the notebook (a subclassed
+        # model, custom layers) travel beside it by value, for load_model's custom_objects
+        layers = getattr(obj, "_flatten_layers", lambda **kw: [obj])(include_self=True, recursive=True)
+        classes = {
+            klass.__name__: klass
+            for layer in layers for klass in type(layer).__mro__ if klass.__module__ == "__main__"
+        }
+        if not classes:
+            return "keras", "model.keras", {}
+        import dill
+
+        with open(os.path.join(folder, "custom_objects.dill"), "wb") as handle:
+            _kale_marshal_pickler(dill.Pickler, True)(handle, protocol=dill.HIGHEST_PROTOCOL).dump(classes)
+        return "keras", "model.keras", {"custom_objects": "custom_objects.dill"}
     if serializer == "xgboost-dmatrix":
         # a DMatrix holds a C handle that pickle refuses; xgboost's own binary format
         # keeps data, labels, weights, base margins, groups and feature names and types
@@ -656,7 +671,24 @@ def _kale_marshal_load(path, registry=None):
     if serializer == "keras":
         import keras
 
-        return keras.models.load_model(data)
+        custom = {}
+        if meta.get("custom_objects"):
+            import sys
+
+            import dill
+
+            with open(os.path.join(path, meta["custom_objects"]), "rb") as handle:
+                classes = dill.load(handle)
+            main = sys.modules.get("__main__")
+            for name, klass in classes.items():
+                own = getattr(main, name, None)  # the functions cell's class, if it defines one
+                if not isinstance(own, type):
+                    # as in the notebook, the class is a global (its methods may use it)
+                    own = klass
+                    if main is not None and not hasattr(main, name):
+                        setattr(main, name, klass)
+                custom[name] = own
+        return keras.models.load_model(data, custom_objects=custom)
     if serializer == "xgboost-dmatrix":
         import xgboost
 

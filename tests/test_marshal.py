@@ -345,6 +345,36 @@ def test_torch_tensors_and_modules(tmp_path, notebook_main):
     assert torch.equal(back.weight, linear.weight)
 
 
+def test_a_keras_model_subclassed_in_the_notebook_comes_back_as_its_class(tmp_path, notebook_main):
+    """A .keras file names its classes: the notebook's own (a subclassed model, a
+    custom layer) travel beside it by value and are globals of the consumer, as in
+    the notebook."""
+    if importlib.util.find_spec("tensorflow") is None:
+        os.environ.setdefault("KERAS_BACKEND", "torch")
+    pytest.importorskip("keras")
+    code = (
+        "import keras\n"
+        "class Scale(keras.layers.Layer):\n    def call(self, x):\n        return x * 2\n"
+        "class Net(keras.Model):\n"
+        "    def __init__(self, units=3, **kw):\n"
+        "        super().__init__(**kw)\n        self.dense = keras.layers.Dense(units)\n        self.scale = Scale()\n"
+        "    def call(self, x):\n        return self.scale(self.dense(x))\n"
+        "net = Net()\n"
+    )
+    exec(code, notebook_main)
+    x = np.ones((2, 2), dtype="float32")
+    expected = notebook_main["net"].predict(x, verbose=0)
+    meta = _kale_save("nb.ipynb", "build", "net", notebook_main["net"], str(tmp_path / "net"), 2)
+    assert meta["serializer"] == "keras" and meta["custom_objects"] == "custom_objects.dill"
+    assert meta["size_bytes"] == sum(p.stat().st_size for p in (tmp_path / "net").iterdir() if p.name != "kale.json")
+    consumer = types.ModuleType("__main__")
+    exec("import keras", consumer.__dict__)  # the step replays the imports the class uses
+    sys.modules["__main__"] = consumer
+    back = _kale_load("nb.ipynb", "use", "net", str(tmp_path / "net"), "build")
+    assert type(back).__qualname__ == "Net" and isinstance(back.scale, consumer.Scale)
+    np.testing.assert_array_equal(back.predict(x, verbose=0), expected)
+
+
 @st.composite
 def columns(draw):
     """Columns of the kinds tables hold: numbers with nulls, text, dates with zones."""
