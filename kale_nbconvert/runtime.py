@@ -475,21 +475,31 @@ def _kale_marshal_pickler(base, by_value_ok):
 
 def _kale_marshal_reduce_strings(array, Call):
     """A compact reduce for an object array that holds mostly ``str``: one string
-    joined with a separator no element contains, split again on load; the few other
-    elements are put back by index. Pickling each string instead memoises it (about
-    58 bytes per element at the peak, more than the strings themselves).
+    joined with a separator no element contains, split again on load; the other
+    elements are put back by index (missing values, None or NaN, all at once by an
+    index array). Pickling each string instead memoises it (about 58 bytes per
+    element at the peak, more than the strings themselves).
     Returns None when the array is not like that."""
+    from array import array as compact
+
     import numpy
 
     order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
     items = array.ravel(order).tolist()
-    others = []
+    others, missing = [], {}
     if any(type(item) is not str for item in items):
-        others = [(index, item) for index, item in enumerate(items) if type(item) is not str]
-        if len(others) * 4 > len(items):
-            return None
-        for index, _ in others:
+        for index, item in enumerate(items):
+            kind = type(item)
+            if kind is str:
+                continue
             items[index] = ""
+            if item is None or (kind is float and item != item):
+                missing.setdefault(kind, (item, compact("q")))[1].append(index)
+            else:
+                others.append((index, item))
+                if len(others) * 4 > len(items):
+                    return None
+        others += [(numpy.frombuffer(where, dtype=numpy.int64), value) for value, where in missing.values()]
     # ASCII separators first: one outside Latin-1 would widen the whole joined string
     for separator in ("\x00", "\x1f", "\x1e", "\x1d", "\ue000", "\uf8ff", "\ufdd0"):
         joined = separator.join(items)
