@@ -473,45 +473,53 @@ def _kale_marshal_pickler(base, by_value_ok):
     return type("KalePickler", (base,), {"reducer_override": reducer_override})
 
 
-def _kale_marshal_reduce_strings(array, Call):
-    """A compact reduce for an object array that holds mostly ``str``: one string
-    joined with a separator no element contains, split again on load; the other
-    elements are put back by index (missing values, None or NaN, all at once by an
-    index array). Pickling each string instead memoises it (about 58 bytes per
-    element at the peak, more than the strings themselves).
+def _kale_marshal_reduce_strings(array, Call, chunk=65536):
+    """A compact reduce for an object array that holds mostly ``str``: the strings
+    joined with a separator no element contains, ``chunk`` elements at a time, split
+    again on load; the other elements are put back by index (missing values, None or
+    NaN, all at once by an index array). Pickling each string instead memoises it
+    (about 58 bytes per element at the peak, more than the strings themselves); here
+    the peak is the joined text plus one chunk's list.
     Returns None when the array is not like that."""
     from array import array as compact
 
     import numpy
 
     order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
-    items = array.ravel(order).tolist()
-    others, missing = [], {}
-    if any(type(item) is not str for item in items):
-        for index, item in enumerate(items):
-            kind = type(item)
-            if kind is str:
-                continue
-            items[index] = ""
-            if item is None or (kind is float and item != item):
-                missing.setdefault(kind, (item, compact("q")))[1].append(index)
-            else:
-                others.append((index, item))
-                if len(others) * 4 > len(items):
-                    return None
-        others += [(numpy.frombuffer(where, dtype=numpy.int64), value) for value, where in missing.values()]
-    # ASCII separators first: one outside Latin-1 would widen the whole joined string
-    for separator in ("\x00", "\x1f", "\x1e", "\x1d", "\ue000", "\uf8ff", "\ufdd0"):
-        joined = separator.join(items)
-        if joined.count(separator) == len(items) - 1:
-            break
-    else:
+    flat = array.ravel(order)
+    if not len(flat):
         return None
-    del items
-    flat = Call(numpy.array, (Call(str.split, (joined, separator)), object), others)
+    texts, others, missing = [], [], {}
+    for start in range(0, len(flat), chunk):
+        items = flat[start:start + chunk].tolist()
+        if any(type(item) is not str for item in items):
+            for offset, item in enumerate(items):
+                kind = type(item)
+                if kind is str:
+                    continue
+                items[offset] = ""
+                if item is None or (kind is float and item != item):
+                    missing.setdefault(kind, (item, compact("q")))[1].append(start + offset)
+                else:
+                    others.append((start + offset, item))
+                    if len(others) * 4 > len(flat):
+                        return None
+        # ASCII separators first: one outside Latin-1 would widen the whole text
+        for separator in ("\x00", "\x1f", "\x1e", "\x1d", "\ue000", "\uf8ff", "\ufdd0"):
+            joined = separator.join(items)
+            if joined.count(separator) == len(items) - 1:
+                break
+        else:
+            return None
+        texts.append(Call(str.split, (joined, separator)))
+    others += [(numpy.frombuffer(where, dtype=numpy.int64), value) for value, where in missing.values()]
+    if len(texts) == 1:
+        whole = Call(numpy.array, (texts[0], object), others)
+    else:
+        whole = Call(numpy.concatenate, ([Call(numpy.array, (text, object)) for text in texts],), others)
     if array.ndim == 1:
-        return flat.reduced
-    return numpy.reshape, (flat, array.shape, order)
+        return whole.reduced
+    return numpy.reshape, (whole, array.shape, order)
 
 
 def _kale_marshal_is_arrow_array(cls):

@@ -3,6 +3,7 @@ clearly, leaving no partial file; producers declare Dataset/Model where evident.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import socket
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from helpers import convert, make_notebook
+from kale_nbconvert import runtime
 from kale_nbconvert.runtime import (
     _kale_load,
     _kale_marshal_choose,
@@ -101,8 +103,9 @@ class CallSpy:
     texts=st.lists(TEXTS, min_size=256, max_size=300),
     others=st.lists(st.tuples(st.integers(0, 255), NOT_TEXT), max_size=40),
     shape=st.sampled_from(["1d", "C", "F", "strided"]),
+    chunk=st.sampled_from([7, 100, 65536]),
 )
-def test_object_arrays_of_mostly_strings_round_trip_exactly(tmp_path, texts, others, shape):
+def test_object_arrays_of_mostly_strings_round_trip_exactly(tmp_path, texts, others, shape, chunk):
     """Large object arrays of strings (pandas object columns) go as one joined string,
     the few other elements by index; every element, its type and the layout come back."""
     array = np.empty(len(texts) - len(texts) % 2, dtype=object)
@@ -116,7 +119,12 @@ def test_object_arrays_of_mostly_strings_round_trip_exactly(tmp_path, texts, oth
     mostly_text = sum(type(v) is not str for v in array.ravel()) * 4 <= array.size
     if not any("\x00" in v for v in array.ravel() if type(v) is str):
         assert (_kale_marshal_reduce_strings(array, CallSpy) is not None) == mostly_text
-    back, meta = roundtrip(array, tmp_path)
+    original = runtime._kale_marshal_reduce_strings
+    runtime._kale_marshal_reduce_strings = functools.partial(original, chunk=chunk)  # several pieces
+    try:
+        back, meta = roundtrip(array, tmp_path)
+    finally:
+        runtime._kale_marshal_reduce_strings = original
     assert meta["serializer"] == "pickle"
     assert back.dtype == object and back.shape == array.shape
     assert back.flags.f_contiguous == array.flags.f_contiguous or shape == "strided"
