@@ -25,7 +25,8 @@ The serializer is chosen by the object's type (every class of its MRO, matched b
 ``module.QualName`` so nothing is imported until the object is known to need it):
 
     serializer  file           for
-    npy         data.npy       numpy.ndarray of a non-object dtype (np.save / np.load)
+    npy         data.npy       numpy.ndarray of a non-object dtype (np.save / np.load; from
+                               16 MiB on, loaded by a copy-on-write memory map)
     pickle      data.pkl       pandas, numpy scalars and object arrays, plain values, ...:
                                stdlib pickle protocol 5; large buffers go from memory to
                                the file and back without copies (Arrow-backed pandas
@@ -663,6 +664,14 @@ def _kale_marshal_load(path, registry=None):
     if serializer == "npy":
         import numpy
 
+        if os.path.getsize(data) >= 16 * 2**20:
+            # A big array is mapped, not copied: its pages come from the file as they are
+            # read (none read, none paid for), copy-on-write, so changing the array never
+            # changes the artifact. A plain, writable ndarray all the same.
+            try:
+                return numpy.load(data, mmap_mode="c", allow_pickle=False).view(numpy.ndarray)
+            except (OSError, ValueError):  # a file system without mmap
+                pass
         return numpy.load(data, allow_pickle=False)
     if serializer == "pickle":
         import pickle

@@ -133,6 +133,24 @@ def test_object_arrays_of_mostly_strings_round_trip_exactly(tmp_path, texts, oth
         assert left == right or (left != left and right != right)
 
 
+def test_big_arrays_load_mapped_yet_behave_as_their_own_copy(tmp_path):
+    """From 16 MiB an array is memory-mapped copy-on-write: a plain writable ndarray,
+    equal to what left; changing it changes neither the artifact nor a second load,
+    and it outlives the artifact's folder."""
+    import shutil
+
+    array = np.asfortranarray(np.arange(3 * 2**20, dtype=np.float64).reshape(3, -1) - 7.5)
+    back, meta = roundtrip(array, tmp_path)
+    assert meta["serializer"] == "npy" and type(back) is np.ndarray
+    assert back.flags.writeable and not back.flags.owndata and back.flags.f_contiguous
+    np.testing.assert_array_equal(back, array)
+    back[0, 0] = 42.0
+    again = _kale_marshal_load(str(tmp_path / "value"))
+    assert again[0, 0] == array[0, 0]
+    shutil.rmtree(tmp_path / "value")
+    assert back.sum() == array.sum() - array[0, 0] + 42.0
+
+
 def test_datetime_and_fortran_arrays(tmp_path):
     for array in (np.asfortranarray(np.arange(12.0).reshape(3, 4)), np.arange(5).astype("M8[ns]")[::2]):
         back, _ = roundtrip(array, tmp_path)
