@@ -456,8 +456,14 @@ def _kale_marshal_pickler(base, by_value_ok):
                     return reduced
         elif arrow_arrays.setdefault(cls, _kale_marshal_is_arrow_array(cls)):
             chunks = obj._pa_array.chunks
-            if chunks:
-                # pandas' own __getstate__ copies the column into one chunk first
+            try:  # what the chunks hold vs what their buffers hold (more for a slice)
+                own = sum(chunk.nbytes for chunk in chunks)
+                held = sum(chunk.get_total_buffer_size() for chunk in chunks)
+            except AttributeError:  # an older pyarrow
+                own, held = 0, 1
+            if chunks and held <= own + own // 4 + 4096 * len(chunks):
+                # pandas' own __getstate__ copies the column into one chunk first; that
+                # copy is needed only to cut a slice out of a bigger buffer
                 state = {**obj.__dict__, "_pa_array": chunks, "_cache": {}}
                 return copyreg.__newobj__, (cls,), state
         verdict = verdicts.get(cls)

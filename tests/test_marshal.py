@@ -453,6 +453,20 @@ def test_arrow_backed_pandas_columns_keep_their_chunks_and_dtypes(tmp_path, data
         assert back[column].array._pa_array.num_chunks == frame[column].array._pa_array.num_chunks
 
 
+def test_a_slice_of_an_arrow_backed_frame_writes_only_the_slice(tmp_path):
+    """Chunks pickled as they are would carry the whole buffers they are cut from."""
+    pytest.importorskip("pyarrow")
+    frame = pd.DataFrame({
+        "s": pd.Series([f"item-{i}" for i in range(200_000)], dtype="string[pyarrow]"),
+        "i": pd.array(np.arange(200_000), dtype="int64[pyarrow]"),
+    })
+    whole = _kale_marshal_save(frame, str(tmp_path / "whole"))["size_bytes"]
+    part = frame.iloc[100:110]
+    back, meta = roundtrip(part, tmp_path, "part")
+    pd.testing.assert_frame_equal(back, part, check_exact=True)
+    assert meta["size_bytes"] < 10_000 < whole
+
+
 def test_pandas_strings_without_pyarrow_round_trip_exactly(tmp_path):
     """pandas 3 stores ``str`` columns in Python objects when pyarrow is absent: a step
     image without pyarrow saves and loads them exactly too."""
