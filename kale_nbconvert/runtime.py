@@ -593,6 +593,13 @@ def _kale_marshal_write(obj, serializer, folder, registry):
 
         import torch
 
+        if isinstance(obj, torch.Tensor) and obj.layout == torch.strided and not obj.is_nested:
+            # torch.save writes a view's whole storage: a 10-element slice of a 1 GB
+            # tensor would carry 1 GB. Such a view goes as a copy of itself.
+            own = obj.numel() * obj.element_size()
+            if obj.untyped_storage().nbytes() > own + own // 4 + 4096:
+                obj = obj.detach().clone().requires_grad_(obj.requires_grad)
+
         def write():
             module = types.SimpleNamespace(Pickler=_kale_marshal_pickler(pickle.Pickler, False), __name__="pickle")
             with open(os.path.join(folder, "data.pt"), "wb") as handle:

@@ -324,6 +324,15 @@ def test_torch_tensors_round_trip_exactly(tmp_path, array, grad, transpose):
     assert torch.equal(back.detach(), tensor.detach()) or torch.isnan(tensor).any()
 
 
+def test_a_view_of_a_big_tensor_writes_only_itself(tmp_path):
+    torch = pytest.importorskip("torch")
+    big = torch.randn(2_000_000, requires_grad=True)
+    view = big[5:15]
+    back, meta = roundtrip(view, tmp_path)
+    assert meta["size_bytes"] < 10_000
+    assert torch.equal(back.detach(), view.detach()) and back.requires_grad
+
+
 MODEL_DATA = hnp.arrays(np.float64, st.tuples(st.integers(12, 30), st.integers(1, 4)),
                         elements=st.floats(-1e6, 1e6, allow_nan=False))
 
