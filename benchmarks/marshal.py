@@ -265,7 +265,7 @@ def run(quick: bool = False, kale=None) -> list[Result]:
                    "dill", "s", 1 / 3, "ratio"),
         ]
         rows += _vs_kale(label, kale_s, kale, {"kind": "ndarray", "bytes": size}, folder)
-        del array, back
+        array = back = None  # free the GiB before the next figures (the lambdas above close over it)
         cleanup()
         rows.append(_peak_row(label, "ndarray", size, folder))
 
@@ -297,7 +297,7 @@ def run(quick: bool = False, kale=None) -> list[Result]:
                                kale_s, best["raw"], "raw file write+read", "s",
                                note=f"the I/O floor: {written / 2**20:,.0f} MiB each way"))
             rows += _vs_kale(label, kale_s, kale, {"kind": "frame", "rows": n, "text": text}, folder)
-            del frame, back
+            frame = back = None
             cleanup()
             rows.append(_peak_row(label, text, n, folder))
 
