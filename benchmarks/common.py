@@ -235,10 +235,18 @@ def format_table(results) -> str:
 # ---------------------------------------------------------------- environment
 
 
-def machine_info() -> dict:
-    """Cores, memory, CPU model and tool versions: figures mean nothing without them."""
+def installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution``, or None."""
     from importlib import metadata
 
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict:
+    """Cores, memory, CPU model and tool versions: figures mean nothing without them."""
     cpu = platform.processor() or platform.machine()
     try:
         for text in Path("/proc/cpuinfo").read_text().splitlines():
@@ -254,10 +262,7 @@ def machine_info() -> dict:
         memory = "unknown"
 
     def version(dist):
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "not installed"
+        return installed_version(dist) or "not installed"
 
     try:
         load = " / ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -189,22 +189,10 @@ print(json.dumps({{"seconds": best, "file": marshal.get_backend(obj).file_type}}
 '''
 
 
-def _installed(distribution: str) -> bool:
-    from importlib import metadata
-
-    try:
-        metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
 def marshal_baseline(ctx):
     """A function ``spec -> seconds`` for :func:`benchmarks.marshal.run`: Kale 2.3.0's
     save+load of the object ``spec`` describes, in the venv's Python. It raises
     :class:`BenchmarkError` with the reason when the baseline is skipped or fails."""
-    from importlib import metadata
-
     from .marshal import _mixed_frame
 
     python = kale_baseline.VENV / "bin" / "python"
@@ -215,9 +203,9 @@ def marshal_baseline(ctx):
         try:
             # the same numpy and pandas, and pyarrow if we have it (pandas 3 then keeps
             # str columns in Arrow): both sides save the very same kind of object
-            present = [name for name in ("numpy", "pandas", "pyarrow") if _installed(name)]
+            versions = {name: common.installed_version(name) for name in ("numpy", "pandas", "pyarrow")}
             reason = kale_baseline.install_into_venv(
-                [f"{name}=={metadata.version(name)}" for name in present], ctx.log)
+                [f"{name}=={version}" for name, version in versions.items() if version], ctx.log)
             child = common.scratch_dir("kale-marshal") / "kale_marshal_roundtrip.py"
             child.write_text(MARSHAL_CHILD.format(mixed_frame=inspect.getsource(_mixed_frame)))
         except Exception as error:  # our marshalling figures must not depend on it

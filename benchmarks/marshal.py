@@ -113,28 +113,33 @@ def _peak_child(kind: str, size: int, folder: str) -> None:
     """Child side of :func:`_peak_in_fresh_process`: build, save once, print JSON."""
     import json
 
-    import numpy as np
-
-    if kind == "ndarray":
-        obj = np.random.default_rng(0).random(size // 8)
-        nbytes = obj.nbytes
-    elif kind in ("strings", "strings-missing"):
-        import pandas as pd
-
-        column = pd.Series(np.arange(size)).map("v{}".format).astype(object)
-        if kind == "strings-missing":  # 30% NaN, as text read from a CSV often has
-            column[np.random.default_rng(0).random(size) < 0.3] = np.nan
-        obj = pd.DataFrame({"object": column})
-        nbytes = int(obj.memory_usage(deep=True).sum())
-    else:
-        obj = _mixed_frame(size, kind)
-        nbytes = int(obj.memory_usage(deep=True).sum())
+    obj = _benchmark_object(kind, size)
+    nbytes = obj.nbytes if kind == "ndarray" else int(obj.memory_usage(deep=True).sum())
     path = os.path.join(folder, f"peak-{os.getpid()}")
     try:
         peak = _peak_extra(lambda: _kale_marshal_save(obj, path))
     finally:
         shutil.rmtree(path, ignore_errors=True)
     print(json.dumps({"object": nbytes, "peak": peak}))
+
+
+def _benchmark_object(kind: str, size: int):
+    """The objects measured: ``"ndarray"`` (``size`` bytes of float64), a mixed frame of
+    ``size`` rows with text as ``"str"`` or ``"object"``, or a column of ``size``
+    distinct strings (``"strings"``; ``"strings-missing"``: 30% NaN, as text read from
+    a CSV often has)."""
+    import numpy as np
+
+    if kind == "ndarray":
+        return np.random.default_rng(0).random(size // 8)
+    if kind in ("strings", "strings-missing"):
+        import pandas as pd
+
+        column = pd.Series(np.arange(size)).map("v{}".format).astype(object)
+        if kind == "strings-missing":
+            column[np.random.default_rng(0).random(size) < 0.3] = np.nan
+        return pd.DataFrame({"object": column})
+    return _mixed_frame(size, kind)
 
 
 def _dill_roundtrip(obj, path):
@@ -234,7 +239,7 @@ def run(quick: bool = False, kale=None) -> list[Result]:
 
         # -- a large float64 ndarray -------------------------------------------------
         size = (64 if quick else 1024) * 2**20
-        array = np.random.default_rng(0).random(size // 8)
+        array = _benchmark_object("ndarray", size)
 
         def bare():
             np.save(path + ".npy", array)
@@ -272,7 +277,7 @@ def run(quick: bool = False, kale=None) -> list[Result]:
         # -- a mixed 10-column DataFrame, text as pandas' default str dtype and as object --
         n = 100_000 if quick else 1_000_000
         for text in ("str", "object"):
-            frame = _mixed_frame(n, text)
+            frame = _benchmark_object(text, n)
             written = _kale_marshal_save(frame, path)["size_bytes"]
             cleanup()
             best = _interleaved(

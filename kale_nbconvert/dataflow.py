@@ -243,21 +243,14 @@ class DataflowPlanner:
         pipeline = self.pipeline
         where = self._defined_elsewhere(name, cell)
         if step.is_metrics:  # not a step of the user's: speak of the cell they tagged
-            return NotebookError(
-                f"the pipeline-metrics cell reports {name!r}, which {where}",
-                notebook=pipeline.notebook,
-                cell=cell,
-                section="pipeline-metrics",
-                line=line,
-                fix=f"compute {name!r} in a step; the metrics cell only names values steps computed",
-            )
+            reader, place = "the pipeline-metrics cell reports", {"section": "pipeline-metrics"}
+            fix = f"compute {name!r} in a step; the metrics cell only names values steps computed"
+        else:
+            reader, place = f"step {step.name!r} reads", {"step": step.name}
+            fix = f"define {name!r} in this step or in a step it follows (prev:)"
         return NotebookError(
-            f"step {step.name!r} reads {name!r}, which {where}",
-            notebook=pipeline.notebook,
-            cell=cell,
-            step=step.name,
-            line=line,
-            fix=f"define {name!r} in this step or in a step it follows (prev:)",
+            f"{reader} {name!r}, which {where}",
+            notebook=pipeline.notebook, cell=cell, line=line, fix=fix, **place,
         )
 
     def _defined_elsewhere(self, name: str, reading_cell: int) -> str:

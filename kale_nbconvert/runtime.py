@@ -461,7 +461,7 @@ def _kale_marshal_pickler(base, by_value_ok):
                 held = sum(chunk.get_total_buffer_size() for chunk in chunks)
             except AttributeError:  # an older pyarrow
                 own, held = 0, 1
-            if chunks and held <= own + own // 4 + 4096 * len(chunks):
+            if chunks and not _kale_marshal_oversized(own, held, len(chunks)):
                 # pandas' own __getstate__ copies the column into one chunk first; that
                 # copy is needed only to cut a slice out of a bigger buffer
                 state = {**obj.__dict__, "_pa_array": chunks, "_cache": {}}
@@ -527,6 +527,13 @@ def _kale_marshal_reduce_strings(array, Call, chunk=65536):
     if array.ndim == 1:
         return whole.reduced
     return numpy.reshape, (whole, array.shape, order)
+
+
+def _kale_marshal_oversized(own, held, pieces=1):
+    """Whether a value of ``own`` bytes sits in buffers of ``held`` bytes so much larger
+    (a slice, a view) that writing the buffers as they are would carry data the value
+    does not hold: more than a quarter more, plus 4 KiB of slack per piece."""
+    return held > own + own // 4 + 4096 * pieces
 
 
 def _kale_marshal_is_arrow_array(cls):
@@ -596,8 +603,7 @@ def _kale_marshal_write(obj, serializer, folder, registry):
         if isinstance(obj, torch.Tensor) and obj.layout == torch.strided and not obj.is_nested:
             # torch.save writes a view's whole storage: a 10-element slice of a 1 GB
             # tensor would carry 1 GB. Such a view goes as a copy of itself.
-            own = obj.numel() * obj.element_size()
-            if obj.untyped_storage().nbytes() > own + own // 4 + 4096:
+            if _kale_marshal_oversized(obj.numel() * obj.element_size(), obj.untyped_storage().nbytes()):
                 obj = obj.detach().clone().requires_grad_(obj.requires_grad)
 
         def write():
@@ -815,6 +821,7 @@ RUNTIME_FUNCTIONS = (
     "_kale_marshal_save",
     "_kale_marshal_pickler",
     "_kale_marshal_reduce_strings",
+    "_kale_marshal_oversized",
     "_kale_marshal_is_arrow_array",
     "_kale_marshal_write",
     "_kale_marshal_load",

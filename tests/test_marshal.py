@@ -380,13 +380,19 @@ def test_torch_tensors_and_modules(tmp_path, notebook_main):
     assert torch.equal(back.weight, linear.weight)
 
 
+def import_keras():
+    """keras 3, on the torch backend where tensorflow is absent (as in the test
+    environment); skips the test without it."""
+    if importlib.util.find_spec("tensorflow") is None:
+        os.environ.setdefault("KERAS_BACKEND", "torch")
+    return pytest.importorskip("keras")
+
+
 def test_a_keras_model_subclassed_in_the_notebook_comes_back_as_its_class(tmp_path, notebook_main):
     """A .keras file names its classes: the notebook's own (a subclassed model, a
     custom layer) travel beside it by value and are globals of the consumer, as in
     the notebook."""
-    if importlib.util.find_spec("tensorflow") is None:
-        os.environ.setdefault("KERAS_BACKEND", "torch")
-    pytest.importorskip("keras")
+    import_keras()
     code = (
         "import keras\n"
         "class Scale(keras.layers.Layer):\n    def call(self, x):\n        return x * 2\n"
@@ -543,9 +549,7 @@ def test_lightgbm_boosters_and_models(tmp_path):
 def test_keras_models_save_as_keras_files(tmp_path):
     """keras 3 on the torch backend (the test environment has no tensorflow): a keras
     model is also a torch Module, and must still go as a .keras file."""
-    if importlib.util.find_spec("tensorflow") is None:
-        os.environ.setdefault("KERAS_BACKEND", "torch")
-    keras = pytest.importorskip("keras")
+    keras = import_keras()
     inputs = keras.Input((3,))
     functional = keras.Model(inputs, keras.layers.Dense(2, activation="relu")(inputs))
     sequential = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(1)])
