@@ -14,10 +14,18 @@ The mutation rule (correctness first, since Python cannot be known statically):
   ``x``;
 * a method call ``x.m(...)`` changes ``x`` unless ``m`` is a known read-only method
   (:data:`READ_ONLY_METHODS`) called without ``inplace=True``;
-* passing ``x`` (or ``x.a``, ``x[i]``) to a call may change ``x``, unless the callee is
-  a known read-only function (:data:`READ_ONLY_FUNCTIONS`) or method;
+* passing ``x`` (or ``x.a``, ``x[i]``) to a call only reads it (``model.fit(X, y)``,
+  ``plt.plot(x)``, ``train_test_split(X, y)``), except where Python or the library
+  says the callee changes it: the table :data:`MUTATING_FUNCTIONS` (resolved through
+  the notebook's imports: ``np.random.shuffle``, ``from random import shuffle``),
+  ``out=``, ``inplace=True``, and functions and classes defined in the notebook whose
+  body changes that parameter (``def clean(df): df["x"] = 0``), transitively;
 * using a function or class defined in the notebook reads its free names and changes
   what its body may change.
+
+What static analysis cannot see (a change through a third-party object's method,
+``exec`` of computed text, aliasing) is caught when the pipeline runs: each step checks
+that the inputs later steps also read are unchanged when its cells end.
 
 A change of ``x`` means later steps must receive ``x`` from this step.
 
@@ -39,14 +47,6 @@ from dataclasses import dataclass, field, replace
 
 from . import syntax
 
-READ_ONLY_FUNCTIONS = frozenset(
-    """print len isinstance issubclass type str repr int float bool complex list tuple
-    set frozenset dict sorted reversed sum min max abs round any all enumerate zip range
-    map filter hash id format display iter divmod pow ord chr bin hex oct callable
-    getattr hasattr vars dir ascii bytes bytearray memoryview slice""".split()
-)
-"""Functions that never change their arguments."""
-
 READ_ONLY_METHODS = frozenset(
     """head tail describe info copy sum mean median mode std var sem min max idxmin
     idxmax count value_counts unique nunique isnull isna notnull notna any all astype
@@ -66,22 +66,121 @@ READ_ONLY_METHODS = frozenset(
     issubset issuperset isdisjoint union intersection difference symmetric_difference
     most_common elements total fromkeys as_integer_ratio conjugate""".split()
 )
-"""Methods that do not change their receiver (unless called with ``inplace=True``)."""
+"""Methods that do not change their receiver (unless called with ``inplace=True``).
+Any other method call ``x.m(...)`` may change ``x`` (``model.fit``, ``lst.append``)."""
+
+_IN_PLACE_OPERATORS = (
+    "iadd iand iconcat ifloordiv ilshift imatmul imod imul ior ipow irshift isub "
+    "itruediv ixor setitem delitem"
+).split()
+_CONTAINER_METHODS = {
+    "dict": "update setdefault pop popitem clear",
+    "list": "append extend insert remove pop clear sort reverse",
+    "set": "add discard remove pop clear update difference_update "
+    "intersection_update symmetric_difference_update",
+}
+
+MUTATING_FUNCTIONS: dict[str, tuple[int, ...]] = {
+    # Python
+    "setattr": (0,),
+    "delattr": (0,),
+    "object.__setattr__": (0,),
+    "exec": (1, 2),
+    "eval": (1, 2),
+    "random.shuffle": (0,),
+    "heapq.heappush": (0,),
+    "heapq.heappop": (0,),
+    "heapq.heapify": (0,),
+    "heapq.heappushpop": (0,),
+    "heapq.heapreplace": (0,),
+    "bisect.insort": (0,),
+    "bisect.insort_left": (0,),
+    "bisect.insort_right": (0,),
+    **{f"operator.{name}": (0,) for name in _IN_PLACE_OPERATORS},
+    **{
+        f"{kind}.{method}": (0,)
+        for kind, methods in _CONTAINER_METHODS.items()
+        for method in methods.split()
+    },
+    # NumPy
+    "numpy.random.shuffle": (0,),
+    "numpy.copyto": (0,),
+    "numpy.put": (0,),
+    "numpy.put_along_axis": (0,),
+    "numpy.place": (0,),
+    "numpy.putmask": (0,),
+    "numpy.fill_diagonal": (0,),
+    "numpy.ndarray.sort": (0,),
+    "numpy.ndarray.fill": (0,),
+}
+"""Functions (by qualified name, resolved through the notebook's imports) that change
+arguments in place: argument positions. Every other function only reads what it is
+passed (``model.fit(X, y)`` reads ``X``; ``plt.plot(x)``, ``json.dumps(cfg)``,
+``train_test_split(X, y)`` read). Besides this table: ``out=`` arguments and
+``inplace=True`` calls change their target; a NumPy ufunc's ``.at`` (``np.add.at(a,
+...)``) and functions named like PyTorch's in-place ones (``nn.init.zeros_(w)``: one
+trailing underscore) change their first argument; a function or class defined in the
+notebook changes what its body changes of its parameters (``def clean(df): df["x"] =
+...``), transitively; the user adds to it with
+``--NameAnalysisPreprocessor.mutating_functions``."""
+
+MUTATING_METHODS: dict[str, tuple[int, ...]] = {"shuffle": (0,)}
+"""Methods of any object that change an ARGUMENT in place (``rng.shuffle(x)`` for
+``random.Random``, NumPy's ``Generator`` and ``RandomState``)."""
+
+_UNMISTAKABLE = frozenset(
+    """shuffle heappush heappop heapify heappushpop heapreplace insort insort_left
+    insort_right copyto putmask fill_diagonal put_along_axis""".split()
+)
+"""Names of mutating functions no read-only function shares, matched even unresolved."""
+
+ALL_ARGUMENTS = (-1,)
+"""Positions meaning "every argument" (the user's ``mutating_functions``)."""
 
 
 @dataclass(frozen=True)
-class ReadOnly:
-    """The names analysis trusts not to change what is passed to them."""
+class CallRules:
+    """What analysis assumes calls do to their receiver and arguments.
 
-    functions: frozenset[str] = READ_ONLY_FUNCTIONS
-    methods: frozenset[str] = READ_ONLY_METHODS
+    ``read_only_functions`` never change what they are passed and
+    ``read_only_methods`` never change their receiver (the user's lists win over the
+    tables); ``mutating_functions`` change every argument they are passed (matched by
+    qualified or bare name, and by method name for method calls).
+    """
 
-    def extended(self, functions=(), methods=()) -> "ReadOnly":
-        """These lists plus a user's own (``--NameAnalysisPreprocessor.read_only_*``)."""
-        return ReadOnly(self.functions | set(functions), self.methods | set(methods))
+    read_only_functions: frozenset[str] = frozenset()
+    read_only_methods: frozenset[str] = READ_ONLY_METHODS
+    mutating_functions: frozenset[str] = frozenset()
+
+    def extended(self, read_only_functions=(), read_only_methods=(), mutating_functions=()) -> "CallRules":
+        """These rules plus a user's own (``--NameAnalysisPreprocessor.*`` options)."""
+        return CallRules(
+            self.read_only_functions | set(read_only_functions),
+            self.read_only_methods | set(read_only_methods),
+            self.mutating_functions | set(mutating_functions),
+        )
+
+    def argument_positions(self, qualified: str, bare: str, is_method: bool) -> tuple[int, ...]:
+        """Which arguments a call of ``qualified`` (``bare``: its last part) changes."""
+        if qualified in self.read_only_functions or bare in self.read_only_functions:
+            return ()
+        if qualified in self.mutating_functions or bare in self.mutating_functions:
+            return ALL_ARGUMENTS
+        if is_method:
+            return MUTATING_METHODS.get(bare, ())
+        if qualified in MUTATING_FUNCTIONS:
+            return MUTATING_FUNCTIONS[qualified]
+        if qualified.startswith("numpy.") and qualified.endswith(".at"):
+            return (0,)  # ufunc.at: unbuffered in-place operation on its first argument
+        if bare.endswith("_") and not bare.endswith("__") and bare.strip("_"):
+            return (0,)  # PyTorch's naming of in-place functions (torch.nn.init.zeros_)
+        if qualified == bare and bare in _UNMISTAKABLE:
+            return (0,)  # e.g. ``shuffle(x)`` whose import this code cannot see
+        return ()
 
 
-DEFAULT_READ_ONLY = ReadOnly()
+DEFAULT_RULES = CallRules()
+
 
 IPYTHON_BUILTINS = frozenset(
     {"display", "get_ipython", "In", "Out", "exit", "quit", "_", "__", "___", "_ih", "_oh", "_dh"}
@@ -124,6 +223,52 @@ class Change:
     conditional: bool = False
     """A binding made only on some paths: the name may still hold the value it had
     before this code ran, so whoever produced that value must hand it through."""
+    reason: str = ""
+    """For ``mutate``: the code that may change the value (``model.fit(X, y)``)."""
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A notebook function's parameters, and which of them its body changes in place."""
+
+    positional: tuple[str, ...] = ()
+    keyword_only: tuple[str, ...] = ()
+    varargs: str | None = None
+    varkw: str | None = None
+    changed: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, arguments: ast.arguments, changed=frozenset(), drop_first=False) -> "Signature":
+        positional = tuple(a.arg for a in arguments.posonlyargs + arguments.args)
+        return cls(
+            positional[1:] if drop_first else positional,
+            tuple(a.arg for a in arguments.kwonlyargs),
+            arguments.vararg.arg if arguments.vararg else None,
+            arguments.kwarg.arg if arguments.kwarg else None,
+            frozenset(changed),
+        )
+
+    def changed_arguments(self, call: ast.Call) -> list[ast.AST]:
+        """The argument expressions of ``call`` bound to a parameter the body changes."""
+        if not self.changed:
+            return []
+        found = []
+        for index, argument in enumerate(call.args):
+            if isinstance(argument, ast.Starred):
+                found.append(argument.value)  # cannot tell which parameters it fills
+                continue
+            name = self.positional[index] if index < len(self.positional) else self.varargs
+            if name in self.changed:
+                found.append(argument)
+        for keyword in call.keywords:
+            if keyword.arg is None:
+                found.append(keyword.value)
+            elif keyword.arg in self.positional or keyword.arg in self.keyword_only:
+                if keyword.arg in self.changed:
+                    found.append(keyword.value)
+            elif self.varkw in self.changed:
+                found.append(keyword.value)
+        return found
 
 
 @dataclass
@@ -137,6 +282,10 @@ class Callable_:
     is_class: bool = False
     """A class: an instance made from it (``bag = Bag()``) reads the same free names
     when its methods run, so it carries these facts too."""
+    signature: Signature = Signature()
+    """Calling it (for a class: its ``__init__``): which arguments it changes."""
+    methods: dict[str, Signature] = field(default_factory=dict)
+    """A class's methods (without ``self``), for ``obj.method(arg)`` calls."""
 
 
 @dataclass
@@ -150,6 +299,9 @@ class CodeFacts:
     """Names surely bound at the end of the code."""
     maybe_bound: set[str] = field(default_factory=set)
     """Names bound only on some paths (inside ``if``/``for``/``try``...)."""
+    aliases: dict[str, str] = field(default_factory=dict)
+    """Names this code's imports bind -> what they name (``np`` -> ``numpy``,
+    ``shuffle`` -> ``random.shuffle``), to look calls up in the mutation table."""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -225,36 +377,162 @@ def _has_inplace(call: ast.Call) -> bool:
     )
 
 
-def _callee_name(func: ast.AST) -> str | None:
-    if isinstance(func, ast.Name):
-        return func.id
-    if isinstance(func, ast.Attribute):
-        return func.attr
-    return None
+def _shown_call(call: ast.Call, limit: int = 60) -> str:
+    """The call as written, shortened for the explanation of a change."""
+    text = ast.unparse(call)
+    return text if len(text) <= limit else ast.unparse(call.func)[:limit] + "(...)"
 
 
-def _callable_facts(
-    bodies: list[ast.AST], reads: frozenset[str], own_name: str, read_only: ReadOnly
-) -> Callable_:
-    """What using a function (one body) or class (its methods) reads, changes, binds."""
-    binds = frozenset().union(*(_global_names(body)[1] for body in bodies))
-    changes = frozenset().union(*(_body_changes(body, read_only) for body in bodies))
-    return Callable_(reads - {own_name}, changes - binds, binds)
+_TYPE_ROOTS = frozenset({"dict", "list", "set", "object", "operator"})
+"""Builtin names whose attributes are called as functions (``dict.update(d, ...)``)."""
 
 
-def _body_changes(node: ast.AST, read_only: ReadOnly) -> frozenset[str]:
-    """Free names a function/class body may change in place (methods called, items or
-    attributes assigned); names assigned through ``global`` are bindings instead."""
-    declared_global: set[str] = set()
+@dataclass
+class CallContext:
+    """What a call's callee may refer to where the call is: the call rules, the
+    imports in scope and the notebook's own functions and classes."""
+
+    rules: CallRules = DEFAULT_RULES
+    aliases: dict[str, str] = field(default_factory=dict)
+    callables: dict[str, Callable_] = field(default_factory=dict)
+
+    def qualified(self, func: ast.AST) -> str | None:
+        """``numpy.random.shuffle`` for ``np.random.shuffle``; the bare name for a plain
+        name; None for a method of a value (``model.fit``, ``rng.shuffle``)."""
+        parts = []
+        while isinstance(func, ast.Attribute):
+            parts.append(func.attr)
+            func = func.value
+        if not isinstance(func, ast.Name):
+            return None
+        root = self.aliases.get(func.id)
+        if root is None:
+            if parts and func.id not in _TYPE_ROOTS:
+                return None
+            root = func.id
+        return ".".join([root] + parts[::-1])
+
+    def method_signature(self, method: str) -> Signature | None:
+        """A method of that name in a notebook class, if one changes its arguments."""
+        for callable_ in self.callables.values():
+            signature = callable_.methods.get(method)
+            if signature is not None and signature.changed:
+                return signature
+        return None
+
+
+def _shown_target(node: ast.AST, limit: int = 60) -> str:
+    text = ast.unparse(node)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _positional(call: ast.Call, positions: tuple[int, ...]) -> list[ast.AST]:
+    if positions == ALL_ARGUMENTS:
+        return list(call.args) + [keyword.value for keyword in call.keywords]
+    return [call.args[i] for i in positions if i < len(call.args)]
+
+
+def _call_changes(call: ast.Call, context: CallContext) -> dict[str, str]:
+    """Names a call may change in place -> why (the call as written)."""
+    why = _shown_call(call)
+    targets: list[ast.AST] = []
+    rules = context.rules
+    func = call.func
+    qualified = context.qualified(func)
+    if qualified is None and isinstance(func, ast.Attribute):  # a method of a value
+        method = func.attr
+        if method not in rules.read_only_methods or _has_inplace(call) or method in rules.mutating_functions:
+            targets.append(func.value)
+        targets += _positional(call, rules.argument_positions(method, method, is_method=True))
+        signature = context.method_signature(method)
+        if signature is not None:
+            targets += signature.changed_arguments(call)
+    elif qualified is not None:
+        bare = qualified.rsplit(".", 1)[-1]
+        callable_ = context.callables.get(qualified) if isinstance(func, ast.Name) else None
+        trusted = qualified in rules.read_only_functions or bare in rules.read_only_functions
+        if callable_ is not None and not trusted:
+            targets += callable_.signature.changed_arguments(call)
+        else:
+            targets += _positional(call, rules.argument_positions(qualified, bare, is_method=False))
+        if _has_inplace(call) and call.args:
+            targets.append(call.args[0])
+    for keyword in call.keywords:
+        if keyword.arg == "out":  # NumPy/PyTorch: the result is written into it
+            value = keyword.value
+            targets += list(value.elts) if isinstance(value, ast.Tuple) else [value]
+    changed: dict[str, str] = {}
+    for target in targets:
+        name = _base_name(target)
+        if name:
+            changed.setdefault(name, why)
+    return changed
+
+
+def _scope_names(node: ast.AST) -> tuple[set[str], set[str], dict[str, str]]:
+    """(names bound anywhere inside ``node``, names declared ``global``, its imports).
+
+    Nested functions and classes, imports, ``except ... as``, ``match`` captures and
+    comprehension variables are local too: they are never module-level names.
+    """
     local: set[str] = set()
-    changed: set[str] = set()
+    declared_global: set[str] = set()
+    aliases: dict[str, str] = {}
     for child in ast.walk(node):
         if isinstance(child, ast.Global):
             declared_global.update(child.names)
         elif isinstance(child, ast.arg):
             local.add(child.arg)
-        elif isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store):
+        elif isinstance(child, ast.Name) and isinstance(child.ctx, (ast.Store, ast.Del)):
             local.add(child.id)
+        elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and child is not node:
+            local.add(child.name)
+        elif isinstance(child, ast.ExceptHandler) and child.name:
+            local.add(child.name)
+        elif isinstance(child, (ast.MatchAs, ast.MatchStar)) and child.name:
+            local.add(child.name)
+        elif isinstance(child, ast.MatchMapping) and child.rest:
+            local.add(child.rest)
+        elif isinstance(child, (ast.Import, ast.ImportFrom)):
+            for name, target in _import_aliases(child):
+                local.add(name)
+                aliases[name] = target
+    return local, declared_global, aliases
+
+
+def _import_aliases(node: ast.Import | ast.ImportFrom) -> list[tuple[str, str]]:
+    """``import numpy as np`` -> [("np", "numpy")]; ``from random import shuffle`` ->
+    [("shuffle", "random.shuffle")]; ``import os.path`` -> [("os", "os")]."""
+    if isinstance(node, ast.Import):
+        return [
+            (alias.asname, alias.name) if alias.asname else (alias.name.split(".")[0],) * 2
+            for alias in node.names
+        ]
+    module = "." * node.level + (node.module or "")
+    return [
+        (alias.asname or alias.name, f"{module}.{alias.name}" if module.strip(".") else alias.name)
+        for alias in node.names
+        if alias.name != "*"
+    ]
+
+
+def _body_changes(node: ast.AST, context: CallContext) -> tuple[frozenset[str], frozenset[str]]:
+    """(free names a function/class body may change in place, the function's own
+    parameters it changes in place before rebinding them).
+
+    Names assigned through ``global`` are bindings, not changes. ``param += v`` counts
+    as a change of the caller's value (lists and arrays extend in place).
+    """
+    local, declared_global, own_aliases = _scope_names(node)
+    context = replace(context, aliases={**context.aliases, **own_aliases})
+    arguments = getattr(node, "args", None)
+    parameters = (
+        {a.arg for a in ast.walk(arguments) if isinstance(a, ast.arg)}
+        if isinstance(arguments, ast.arguments)
+        else set()
+    )
+    changed: list[tuple[str, int]] = []
+    augmented = set()
     for child in ast.walk(node):
         if isinstance(child, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
             targets = child.targets if isinstance(child, (ast.Assign, ast.Delete)) else [child.target]
@@ -262,10 +540,76 @@ def _body_changes(node: ast.AST, read_only: ReadOnly) -> frozenset[str]:
                 if isinstance(target, (ast.Attribute, ast.Subscript)):
                     name = _base_name(target)
                     if name:
-                        changed.add(name)
+                        changed.append((name, child.lineno))
+            if isinstance(child, ast.AugAssign) and isinstance(child.target, ast.Name):
+                augmented.add(id(child.target))
+                if child.target.id in parameters:
+                    changed.append((child.target.id, child.lineno))
         elif isinstance(child, ast.Call):
-            changed.update(_call_changes(child, read_only))
-    return frozenset(name for name in changed if name not in local or name in declared_global)
+            changed += [(name, child.lineno) for name in _call_changes(child, context)]
+    aliases = _parameter_aliases(node, parameters)
+    changed += [(aliases[name], line) for name, line in changed if name in aliases]
+    first_rebinding: dict[str, int] = {}
+    for child in ast.walk(node):
+        if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store) and id(child) not in augmented:
+            first_rebinding[child.id] = min(child.lineno, first_rebinding.get(child.id, child.lineno))
+    free = frozenset(name for name, _ in changed if name not in local or name in declared_global)
+    changed_parameters = frozenset(
+        name
+        for name, line in changed
+        if name in parameters and name not in declared_global and line < first_rebinding.get(name, line + 1)
+    )
+    return free, changed_parameters
+
+
+def _parameter_aliases(node: ast.AST, parameters: set[str]) -> dict[str, str]:
+    """Local names that refer to (part of) a parameter's value: ``v = param``,
+    ``for v in param`` (its elements: ``for v in args: v.clear()`` changes what the
+    caller passed)."""
+    aliases: dict[str, str] = {}
+    for child in ast.walk(node):
+        if isinstance(child, (ast.For, ast.AsyncFor, ast.comprehension)):
+            source, targets = child.iter, [child.target]
+        elif isinstance(child, ast.Assign):
+            source, targets = child.value, child.targets
+        else:
+            continue
+        root = _base_name(source)
+        root = aliases.get(root, root)
+        if root not in parameters:
+            continue
+        for target in targets:
+            for name in ast.walk(target):
+                if isinstance(name, ast.Name) and name.id not in parameters:
+                    aliases[name.id] = root
+    return aliases
+
+
+def _callable_facts(node, reads: frozenset[str], own_name: str, context: CallContext) -> Callable_:
+    """What using a function or lambda reads, changes (its free names, and the
+    arguments it is given) and binds."""
+    changes, changed_parameters = _body_changes(node, context)
+    binds = _global_names(node)[1]
+    return Callable_(
+        reads - {own_name}, changes - binds, binds,
+        signature=Signature.of(node.args, changed_parameters),
+    )
+
+
+def _class_facts(node: ast.ClassDef, reads: frozenset[str], context: CallContext) -> Callable_:
+    """A class: what its methods read and change; ``Cls(arg)`` runs ``__init__``."""
+    methods = [s for s in node.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    changes, binds, signatures = frozenset(), frozenset(), {}
+    for method in methods:
+        free, changed_parameters = _body_changes(method, context)
+        changes |= free
+        binds |= _global_names(method)[1]
+        static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in method.decorator_list)
+        signatures[method.name] = Signature.of(method.args, changed_parameters, drop_first=not static)
+    return Callable_(
+        reads - {node.name}, changes - binds, binds, is_class=True,
+        signature=signatures.get("__init__", Signature()), methods=signatures,
+    )
 
 
 def _ipython_method(call: ast.Call) -> str | None:
@@ -306,40 +650,48 @@ def _strip_options(line: str) -> str:
     return " ".join(words)
 
 
-def _call_changes(call: ast.Call, trusted: ReadOnly) -> set[str]:
-    """Names a call may change (receiver of a method, names passed as arguments)."""
-    changed: set[str] = set()
-    callee = _callee_name(call.func)
-    is_method = isinstance(call.func, ast.Attribute)
-    read_only = callee in (trusted.methods if is_method else trusted.functions)
-    if _has_inplace(call):
-        read_only = False
-    if isinstance(call.func, ast.Attribute) and not read_only:
-        receiver = _base_name(call.func.value)
-        if receiver:
-            changed.add(receiver)
-    if not read_only:
-        for argument in list(call.args) + [kw.value for kw in call.keywords]:
-            name = _base_name(argument)
-            if name:
-                changed.add(name)
-    return changed
-
-
 class _ModuleWalker(ast.NodeVisitor):
     """Walks module-level statements of one cell, updating shared :class:`CodeFacts`."""
 
     def __init__(
-        self, facts: CodeFacts, cell: int, known_callables: dict[str, Callable_], read_only: ReadOnly
+        self, facts: CodeFacts, cell: int, known_callables: dict[str, Callable_],
+        rules: CallRules, known_aliases: dict[str, str],
     ):
         self.facts = facts
         self.cell = cell
         self.known_callables = known_callables
-        self.read_only = read_only
+        self.rules = rules
+        self.known_aliases = known_aliases
         self.branches: list[set[str]] = []
         """Names bound in each enclosing branch (``if`` body, loop body...), innermost
         last: surely bound while still inside it, only maybe bound after it."""
         self.maybe_bound = facts.maybe_bound
+        self._context: CallContext | None = None
+
+    def context(self) -> CallContext:
+        """The callees calls here may refer to: imports and notebook functions in scope
+        (cached until the next binding)."""
+        if self._context is not None:
+            return self._context
+        aliases = {
+            name: target
+            for name, target in self.known_aliases.items()
+            if name not in self.facts.changes
+        }
+        aliases.update(self.facts.aliases)
+        callables = {
+            name: callable_
+            for name, callable_ in self.known_callables.items()
+            if self._callable(name) is callable_
+        }
+        callables.update(self.facts.callables)
+        self._context = CallContext(self.rules, aliases, callables)
+        return self._context
+
+    def define(self, name: str, callable_: Callable_) -> None:
+        """``name`` now refers to a notebook function or class (or an instance of one)."""
+        self.facts.callables[name] = callable_
+        self._context = None
 
     # -- recording -------------------------------------------------------------
     def read(
@@ -357,7 +709,7 @@ class _ModuleWalker(ast.NodeVisitor):
             for free in sorted(callable_.reads):
                 self.read(free, line, seen)
             for changed in sorted(callable_.changes):
-                self.change(changed, line, "mutate")
+                self.change(changed, line, "mutate", f"uses {name}, which changes {changed}")
             with self.branch():  # the body may or may not reach its assignment
                 for bound in sorted(callable_.binds):
                     self.bind(bound, line)
@@ -371,7 +723,10 @@ class _ModuleWalker(ast.NodeVisitor):
             return None  # rebound in this code: no longer the upstream definition
         return self.known_callables.get(name)
 
-    def bind(self, name: str, line: int, kind: str = "bind", import_source: str = "") -> None:
+    def bind(
+        self, name: str, line: int, kind: str = "bind", import_source: str = "", import_target: str = ""
+    ) -> None:
+        self._context = None
         conditional = bool(self.branches) and name not in self.facts.bound
         self.facts.changes[name] = Change(name, self.cell, line, kind, import_source, conditional)
         if conditional:
@@ -381,17 +736,22 @@ class _ModuleWalker(ast.NodeVisitor):
             self.facts.bound.add(name)
         if kind != "callable":
             self.facts.callables.pop(name, None)
+        if kind == "import":
+            self.facts.aliases[name] = import_target
+        else:
+            self.facts.aliases.pop(name, None)
 
-    def change(self, name: str, line: int, kind: str = "mutate") -> None:
+    def change(self, name: str, line: int, kind: str = "mutate", reason: str = "") -> None:
         """``name``'s object may be changed in place: a read, then a new value."""
         self.read(name, line)
         previous = self.facts.changes.get(name)
         if previous and previous.kind == "import":
             return  # modules are re-imported downstream, never shipped
-        self.facts.changes[name] = Change(name, self.cell, line, kind)
+        self.facts.changes[name] = Change(name, self.cell, line, kind, reason=reason)
 
     def delete(self, name: str, line: int) -> None:
         self.read(name, line)
+        self._context = None
         self.facts.changes[name] = Change(name, self.cell, line, "delete")
         self.facts.bound.discard(name)
         self.maybe_bound.discard(name)
@@ -409,8 +769,8 @@ class _ModuleWalker(ast.NodeVisitor):
                 self.read(child.id, child.lineno)
             elif isinstance(child, ast.Call):
                 self._ipython_call(child)
-                for name in sorted(_call_changes(child, self.read_only)):
-                    self.change(name, child.lineno)
+                for name, why in sorted(_call_changes(child, self.context()).items()):
+                    self.change(name, child.lineno, reason=why)
             elif isinstance(child, ast.NamedExpr):
                 self.expression(child.value)
                 self.bind(child.target.id, child.lineno)
@@ -497,7 +857,7 @@ class _ModuleWalker(ast.NodeVisitor):
             self.expression(node.slice if isinstance(node, ast.Subscript) else None)
             name = _base_name(inner)
             if name:
-                self.change(name, node.lineno)
+                self.change(name, node.lineno, reason=f"{_shown_target(node)} = ...")
             else:
                 self.expression(inner)
 
@@ -526,7 +886,7 @@ class _ModuleWalker(ast.NodeVisitor):
             self._defaults(value.args)
             name = targets[0].id
             self.bind(name, node.lineno, "callable")
-            self.facts.callables[name] = _callable_facts([value], _body_free_names(value), name, self.read_only)
+            self.define(name, _callable_facts(value, _body_free_names(value), name, self.context()))
             return
         self.expression(value)
         for target in targets:
@@ -544,7 +904,7 @@ class _ModuleWalker(ast.NodeVisitor):
             return
         name = targets[0].id
         self.facts.changes[name] = replace(self.facts.changes[name], kind="callable")
-        self.facts.callables[name] = cls
+        self.define(name, cls)
 
     def visit_AnnAssign(self, node):
         self.expression(node.value)
@@ -570,19 +930,17 @@ class _ModuleWalker(ast.NodeVisitor):
                 self.target(target)
 
     def visit_Import(self, node):
-        for alias in node.names:
-            name = alias.asname or alias.name.split(".")[0]
+        for alias, (name, target) in zip(node.names, _import_aliases(node)):
             source = f"import {alias.name}" + (f" as {alias.asname}" if alias.asname else "")
-            self.bind(name, node.lineno, "import", source)
+            self.bind(name, node.lineno, "import", source, target)
 
     def visit_ImportFrom(self, node):
         module = "." * node.level + (node.module or "")
-        for alias in node.names:
-            if alias.name == "*":
-                raise StarImportError(module, node.lineno)
-            name = alias.asname or alias.name
+        if any(alias.name == "*" for alias in node.names):
+            raise StarImportError(module, node.lineno)
+        for alias, (name, target) in zip(node.names, _import_aliases(node)):
             source = f"from {module} import {alias.name}" + (f" as {alias.asname}" if alias.asname else "")
-            self.bind(name, node.lineno, "import", source)
+            self.bind(name, node.lineno, "import", source, target)
 
     def _defaults(self, arguments: ast.arguments) -> None:
         """Default values are evaluated once, where the function is defined."""
@@ -594,7 +952,7 @@ class _ModuleWalker(ast.NodeVisitor):
             self.expression(decorator)
         self._defaults(node.args)
         self.bind(node.name, node.lineno, "callable")
-        self.facts.callables[node.name] = _callable_facts([node], _body_free_names(node), node.name, self.read_only)
+        self.define(node.name, _callable_facts(node, _body_free_names(node), node.name, self.context()))
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
@@ -608,7 +966,7 @@ class _ModuleWalker(ast.NodeVisitor):
                 self.read(name, node.lineno)
         reads = frozenset().union(*(free_names(method) for method in methods))
         self.bind(node.name, node.lineno, "callable")
-        self.facts.callables[node.name] = replace(_callable_facts(methods, reads, node.name, self.read_only), is_class=True)
+        self.define(node.name, _class_facts(node, reads, self.context()))
 
     def visit_If(self, node):
         self.expression(node.test)
@@ -704,13 +1062,15 @@ class _ModuleWalker(ast.NodeVisitor):
 def analyse_cells(
     cells: list[tuple[int, str]],
     known_callables: dict[str, Callable_] | None = None,
-    read_only: ReadOnly = DEFAULT_READ_ONLY,
+    rules: CallRules = DEFAULT_RULES,
+    known_aliases: dict[str, str] | None = None,
 ) -> CodeFacts:
     """Facts of code cells run in order in one namespace: ``[(cell_number, code)]``.
 
     ``known_callables`` are functions and classes defined elsewhere (the shared
     ``functions`` cells, upstream steps): using one reads its free names.
-    ``read_only`` are the functions and methods trusted not to change their arguments.
+    ``rules`` say what calls do to their arguments; ``known_aliases`` are the imports
+    made elsewhere (``np`` -> ``numpy``), to resolve calls against the mutation table.
     Raises ``SyntaxError`` (with ``.cell`` set) and :class:`StarImportError`.
     """
     facts = CodeFacts()
@@ -720,7 +1080,7 @@ def analyse_cells(
         except SyntaxError as error:
             error.cell = number
             raise
-        walker = _ModuleWalker(facts, number, known_callables or {}, read_only)
+        walker = _ModuleWalker(facts, number, known_callables or {}, rules, known_aliases or {})
         try:
             walker.statements(tree.body)
         except StarImportError as error:

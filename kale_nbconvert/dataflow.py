@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 from .analysis import (
     BUILTIN_NAMES,
-    DEFAULT_READ_ONLY,
+    DEFAULT_RULES,
+    CallRules,
     Callable_,
     Change,
     CodeFacts,
-    ReadOnly,
     StarImportError,
     analyse_cells,
 )
@@ -49,10 +49,11 @@ class _Writer:
 
 
 def _facts(
-    pipeline: Pipeline, cells, step: str | None, known=None, read_only: ReadOnly = DEFAULT_READ_ONLY
+    pipeline: Pipeline, cells, step: str | None, known=None, rules: CallRules = DEFAULT_RULES,
+    aliases=None,
 ) -> CodeFacts:
     try:
-        return analyse_cells([(c.number, c.code) for c in cells], known, read_only)
+        return analyse_cells([(c.number, c.code) for c in cells], known, rules, aliases)
     except SyntaxError as error:
         raise NotebookError(
             f"syntax error: {error.msg}",
@@ -111,12 +112,14 @@ def metric_names(pipeline: Pipeline) -> list[tuple[str, int, int]]:
 class DataflowPlanner:
     """Resolves every step's inputs, outputs, parameters and upstream steps in place."""
 
-    def __init__(self, pipeline: Pipeline, read_only: ReadOnly = DEFAULT_READ_ONLY):
+    def __init__(self, pipeline: Pipeline, rules: CallRules = DEFAULT_RULES):
         self.pipeline = pipeline
-        self.read_only = read_only
-        self.shared = _facts(pipeline, pipeline.shared_cells, None, read_only=read_only)
+        self.rules = rules
+        self.shared = _facts(pipeline, pipeline.shared_cells, None, rules=rules)
         self.last: dict[str, _Writer] = {}
         self.callables: dict[str, Callable_] = dict(self.shared.callables)
+        self.aliases: dict[str, str] = dict(self.shared.aliases)
+        """Every import seen so far (shared cells, earlier steps: they are replayed)."""
         self.ancestors: dict[str, set[str]] = {}
 
     def plan(self) -> None:
@@ -129,7 +132,8 @@ class DataflowPlanner:
 
     # -- one step --------------------------------------------------------------
     def _plan_step(self, step: Step) -> None:
-        facts = _facts(self.pipeline, step.cells, step.name, self.callables, self.read_only)
+        facts = _facts(self.pipeline, step.cells, step.name, self.callables, self.rules, self.aliases)
+        self.aliases.update(facts.aliases)
         ancestors: set[str] = set()
         for parent in step.prev:
             ancestors |= {parent} | self.ancestors[parent]
@@ -144,6 +148,10 @@ class DataflowPlanner:
                 continue  # modules are re-imported, never shipped
             if change.kind == "mutate" and self._is_builtin(name):
                 continue  # `dtype=float` passes a builtin, it does not make one
+            if change.kind == "mutate":
+                step.in_place_changes[name] = (
+                    f"cell {change.cell}, line {change.line}: {change.reason or 'changed in place'}"
+                )
             self.last[name] = _Writer(step, change, self.last.get(name))
             if change.kind == "callable":
                 self.callables[name] = facts.callables[name]
@@ -303,15 +311,16 @@ def _binds(code: str, name: str) -> bool:
     return change is not None and change.kind not in ("mutate", "delete")
 
 
-def plan_dataflow(pipeline: Pipeline, read_only: ReadOnly = DEFAULT_READ_ONLY) -> None:
+def plan_dataflow(pipeline: Pipeline, rules: CallRules = DEFAULT_RULES) -> None:
     """Fill ``inputs``, ``outputs`` (with ``output_cells``), ``parameters``,
     ``replayed_imports`` and ``upstream`` of every step; raise :class:`NotebookError`
     where the pipeline would not compute what the notebook computes."""
-    DataflowPlanner(pipeline, read_only).plan()
+    DataflowPlanner(pipeline, rules).plan()
 
 
 def dataflow_table(pipeline: Pipeline) -> str:
-    """The plan as a plain-text table: per step, inputs (name <- step), outputs, parameters."""
+    """The plan as a plain-text table: per step, inputs (name <- step), outputs,
+    parameters; then what each step may change in place and the line that does it."""
     rows = [("step", "runs after", "inputs (name <- step)", "outputs", "parameters")]
     for step in pipeline.step_list():
         rows.append(
@@ -329,4 +338,11 @@ def dataflow_table(pipeline: Pipeline) -> str:
         lines.append(" | ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
         if index == 0:
             lines.append("-+-".join("-" * width for width in widths))
+    changes = [
+        f"  {step.name}: {name} ({why})"
+        for step in pipeline.step_list()
+        for name, why in sorted(step.in_place_changes.items())
+    ]
+    if changes:
+        lines += ["", "What steps may change in place, and why:"] + changes
     return "\n".join(lines)

@@ -90,6 +90,9 @@ class Step:
     output_cells: dict[str, int] = field(default_factory=dict)
     """The cell of this step that last sets or changes each output (for run-time
     messages)."""
+    in_place_changes: dict[str, str] = field(default_factory=dict)
+    """Names this step may change in place, and why ("cell 4, line 2: model.fit(X)"),
+    for ``explain`` and the script's data-flow table."""
     # Filled by marshal injection.
     packages: list[str] = field(default_factory=list)
     output_kinds: dict[str, str] = field(default_factory=dict)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from kale_nbconvert.analysis import DEFAULT_RULES
 from kale_nbconvert.dataflow import plan_dataflow
 from kale_nbconvert.errors import NotebookError
 from kale_nbconvert.magics import ipython_to_python
@@ -50,6 +51,8 @@ class Case:
     imports: tuple[str, ...] = ()
     functions: tuple[str, ...] = ()
     params: dict = field(default_factory=dict)
+    rules: dict = field(default_factory=dict)
+    """Options of ``CallRules.extended`` (the ``--NameAnalysisPreprocessor`` lists)."""
 
 
 def step(name, *cells, prev=()):
@@ -618,11 +621,133 @@ ERRORS = [
         Err("'nope'", "a", 3, 1)),
 ]
 
-CASES = BASICS + MUTATION + READ_ONLY + FUNCTIONS + SCOPING + IMPORTS + IPYTHON + SHARED + PARAMETERS + PARALLEL + ERRORS
+# Passing a value to a call. Fan-out: 'a' makes df and y, siblings 'b' and 'c' both
+# follow 'a'; 'b' does the form below, 'c' reads df. A call that only reads df leaves
+# the siblings parallel (c gets df from a); one that changes df in place makes c's
+# value b's in the notebook, which the pipeline can only honour with 'prev:b'.
+ARGUMENT_READS = {
+    "estimator_fit": "from sklearn.ensemble import RandomForestClassifier\nm = RandomForestClassifier()\nm.fit(df, y)",
+    "train_test_split": "from sklearn.model_selection import train_test_split\nparts = train_test_split(df, y)",
+    "accuracy_score": "from sklearn.metrics import accuracy_score\nacc = accuracy_score(y, df)",
+    "plt_plot": "import matplotlib.pyplot as plt\nplt.plot(df)",
+    "sns_heatmap": "import seaborn as sns\nsns.heatmap(df)",
+    "json_dumps": "import json\ntext = json.dumps(df)",
+    "tqdm_loop": "from tqdm import tqdm\nfor v in tqdm(df):\n    pass",
+    "np_mean": "import numpy as np\nm = np.mean(df)",
+    "np_concatenate": "import numpy as np\nz = np.concatenate([df, df])",
+    "np_ufunc_without_out": "import numpy as np\nz = np.add(df, 1)",
+    "np_save": "import numpy as np\nnp.save('f.npy', df)",
+    "pd_concat": "import pandas as pd\nz = pd.concat([df, df])",
+    "pd_dataframe": "import pandas as pd\nz = pd.DataFrame(df)",
+    "copy_deepcopy": "import copy\nz = copy.deepcopy(df)",
+    "torch_tensor": "import torch\nt = torch.tensor(df)",
+    "random_choice": "import random\nr = random.choice(df)",
+    "generator_choice": "import numpy as np\nrng = np.random.default_rng(0)\nr = rng.choice(df)",
+    "builtin_sorted": "z = sorted(df)",
+    "appended_to_other_list": "other = []\nother.append(df)",
+    "other_dict_update_from_it": "d = {}\nd.update(df)",
+    "keyword_argument": "import xgboost\nm = xgboost.XGBClassifier()\nm.fit(X=df, y=y)",
+    "helper_that_reads": "def show(v):\n    print(v.shape)\nshow(df)",
+    "helper_that_returns_summary": "def summary(v):\n    return v.describe()\ns = summary(df)",
+    "helper_fitting_its_own_model": (
+        "from sklearn.linear_model import LinearRegression\ndef fit_on(v, target):\n"
+        "    m = LinearRegression()\n    m.fit(v, target)\n    return m\nm = fit_on(df, y)"
+    ),
+    "helper_copies_then_changes": "def grown(v):\n    v = list(v)\n    v.append(1)\n    return v\nz = grown(df)",
+    "lambda_that_reads": "size = lambda v: len(v)\nn = size(df)",
+    "class_init_that_reads": "class Wrapper:\n    def __init__(self, data):\n        self.n = len(data)\nw = Wrapper(df)",
+    "method_of_notebook_class_that_reads": (
+        "class Scorer:\n    def score_on(self, data):\n        return len(data)\ns = Scorer()\nn = s.score_on(df)"
+    ),
+    "nested_function_in_helper": (
+        "import functools\ndef total(xs):\n    def add(a, b):\n        return a + b\n"
+        "    return functools.reduce(add, xs)\nt = total(df)"
+    ),
+}
+ARGUMENT_CHANGES = {
+    "random_shuffle": "import random\nrandom.shuffle(df)",
+    "from_random_import_shuffle": "from random import shuffle\nshuffle(df)",
+    "np_random_shuffle": "import numpy as np\nnp.random.shuffle(df)",
+    "numpy_random_shuffle_unaliased": "import numpy\nnumpy.random.shuffle(df)",
+    "from_numpy_import_random_as": "from numpy import random as npr\nnpr.shuffle(df)",
+    "generator_shuffle": "import numpy as np\nrng = np.random.default_rng(0)\nrng.shuffle(df)",
+    "np_copyto": "import numpy as np\nnp.copyto(df, 0)",
+    "np_fill_diagonal": "import numpy as np\nnp.fill_diagonal(df, 0)",
+    "np_put": "import numpy as np\nnp.put(df, [0], 1)",
+    "np_place": "import numpy as np\nnp.place(df, df > 0, 1)",
+    "out_argument": "import numpy as np\nnp.add(y, 1, out=df)",
+    "ufunc_at": "import numpy as np\nnp.add.at(df, [0], 1)",
+    "heapq_heappush": "import heapq\nheapq.heappush(df, 1)",
+    "heapq_heapify": "import heapq\nheapq.heapify(df)",
+    "bisect_insort": "import bisect\nbisect.insort(df, 1)",
+    "operator_setitem": "import operator\noperator.setitem(df, 0, 1)",
+    "unbound_dict_update": "dict.update(df, {'a': 1})",
+    "setattr": "setattr(df, 'a', 1)",
+    "exec_with_namespace": "exec('z = 1', df)",
+    "torch_in_place_init": "import torch.nn as nn\nnn.init.zeros_(df)",
+    "method_inplace_true": "df.drop(columns=['a'], inplace=True)",
+    "method_append": "df.append(1)",
+    "helper_sets_item": "def clean(v):\n    v['x'] = 1\nclean(df)",
+    "helper_appends": "def grow(v):\n    v.append(1)\ngrow(df)",
+    "helper_fits_its_argument": "def refit(m):\n    m.fit([[0]], [0])\nrefit(df)",
+    "helper_augmented_assignment": "def grow(v):\n    v += [1]\ngrow(df)",
+    "helper_by_keyword": "def clean(v, flag=False):\n    v['x'] = 1\nclean(v=df)",
+    "helper_through_star_args": "def clean(*vs):\n    for v in vs:\n        v.clear()\nclean(df)",
+    "helper_transitively": "def inner(v):\n    v.append(1)\ndef outer(w):\n    inner(w)\nouter(df)",
+    "lambda_that_changes": "f = lambda v: v.update(a=1)\nf(df)",
+    "class_init_changes_argument": "class Bag:\n    def __init__(self, items):\n        items.append(0)\nb = Bag(df)",
+    "method_of_notebook_class_changes_argument": (
+        "class Sink:\n    def put(self, items):\n        items.clear()\ns = Sink()\ns.put(df)"
+    ),
+}
+
+
+def _fan_out(code):
+    return [step("a", "df = [3, 1, 2]\ny = [0, 1, 0]"), step("b", code, prev=A), step("c", "print(df)", prev=A)]
+
+
+ARGUMENTS = [
+    ok(f"argument_read_{key}", _fan_out(code),
+       {"c": {"inputs": {"df": "a"}, "upstream": ["a"]}, "b": {"outputs": set()}})
+    for key, code in ARGUMENT_READS.items()
+] + [
+    err(f"argument_changed_{key}", _fan_out(code),
+        Err(("step 'c' reads 'df'", "step 'b'", "not an ancestor"), "c", 3, 1, fix="add the tag 'prev:b'"))
+    for key, code in ARGUMENT_CHANGES.items()
+] + [
+    ok("argument_changed_then_read_downstream_in_order",
+       [step("a", "df = [3, 1, 2]"), step("b", "import random\nrandom.shuffle(df)", prev=A),
+        step("c", "print(df)", prev=B)],
+       {"c": {"inputs": {"df": "b"}}, "b": {"outputs": {"df"}}}),
+    ok("alias_from_the_imports_cell_resolves",
+       [step("a", "df = [3, 1, 2]"), step("b", "np.random.shuffle(df)", prev=A), step("c", "print(df)", prev=B)],
+       {"c": {"inputs": {"df": "b"}}}, imports=("import numpy as np",)),
+    ok("helper_from_the_functions_cell_changes_argument",
+       [step("a", "df = [3, 1, 2]"), step("b", "clean(df)", prev=A), step("c", "print(df)", prev=B)],
+       {"c": {"inputs": {"df": "b"}}}, functions=("def clean(v):\n    v.sort()",)),
+    ok("fit_still_changes_the_model",
+       [step("a", "m = []\ndf = 1"), step("b", "m.fit(df)", prev=A), step("c", "print(m, df)", prev=B)],
+       {"c": {"inputs": {"m": "b", "df": "a"}}, "b": {"outputs": {"m"}}}),
+    err("user_mutating_function",
+        _fan_out("import mylib\nmylib.fill(df)"),
+        Err("step 'b'", "c", 3, 1, fix="prev:b"), rules={"mutating_functions": ["mylib.fill"]}),
+    err("user_mutating_function_by_bare_name_on_a_method",
+        _fan_out("loader = object()\nloader.fill(df)"),
+        Err("step 'b'", "c", 3, 1, fix="prev:b"), rules={"mutating_functions": ["fill"]}),
+    ok("user_read_only_function_wins_over_the_table",
+       _fan_out("import random\nrandom.shuffle(df)"),
+       {"c": {"inputs": {"df": "a"}}}, rules={"read_only_functions": ["random.shuffle"]}),
+    ok("user_read_only_function_wins_over_a_helper",
+       _fan_out("def clean(v):\n    v.sort()\nclean(df)"),
+       {"c": {"inputs": {"df": "a"}}}, rules={"read_only_functions": ["clean"]}),
+]
+
+CASES = ARGUMENTS + BASICS + MUTATION + READ_ONLY + FUNCTIONS + SCOPING + IMPORTS + IPYTHON + SHARED + PARAMETERS + PARALLEL + ERRORS
 
 
 def test_there_are_enough_cases():
-    assert len(CASES) >= 90
+    assert len(CASES) >= 150
+    assert len(ARGUMENTS) >= 40
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -630,7 +755,7 @@ def test_dataflow(case: Case):
     pipeline = build(case)
     if case.error is not None:
         with pytest.raises(NotebookError) as caught:
-            plan_dataflow(pipeline)
+            plan_dataflow(pipeline, DEFAULT_RULES.extended(**case.rules))
         error, expected = caught.value, case.error
         texts = (expected.text,) if isinstance(expected.text, str) else expected.text
         for text in texts:
@@ -641,7 +766,7 @@ def test_dataflow(case: Case):
         if expected.fix is not None:
             assert expected.fix in (error.fix or ""), error
         return
-    plan_dataflow(pipeline)
+    plan_dataflow(pipeline, DEFAULT_RULES.extended(**case.rules))
     for name, expected in case.expect.items():
         got = pipeline.steps[name]
         actual = {

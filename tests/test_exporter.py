@@ -145,20 +145,69 @@ def test_wheel_install_registers_the_exporter_and_its_template(tmp_path):
 
 
 def test_read_only_functions_option_reaches_the_analysis():
-    """``plot(df)`` counts as changing ``df`` unless the user says plot is read-only."""
+    """``tidy(df)`` sorts its argument, so it changes ``df``, unless the user says tidy
+    is read-only (they know better, e.g. it sorts a copy on the path they use)."""
     from kale_nbconvert.errors import NotebookError
 
     nb = make_notebook(
         [
-            ("def plot(frame):\n    return len(frame)", ["functions"]),
-            ("df = [1, 2]", ["step:load"]),
-            ("plot(df)", ["step:show", "prev:load"]),
+            ("def tidy(frame):\n    frame.sort()", ["functions"]),
+            ("df = [2, 1]", ["step:load"]),
+            ("tidy(df)", ["step:show", "prev:load"]),
             ("total = sum(df)", ["step:add", "prev:load"]),
         ]
     )
     with pytest.raises(NotebookError, match="add the tag 'prev:show'"):
         convert(nb)
-    _, resources = convert(nb, **{"NameAnalysisPreprocessor.read_only_functions": ["plot"]})
+    _, resources = convert(nb, **{"NameAnalysisPreprocessor.read_only_functions": ["tidy"]})
     add = resources["kale_pipeline"].steps["add"]
     assert [(a.name, a.producer) for a in add.inputs] == [("df", "load")]
     assert resources["kale_pipeline"].steps["load"].output_cells == {"df": 2}
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--NameAnalysisPreprocessor.mutating_functions=fill,stretch"],
+        ["--NameAnalysisPreprocessor.mutating_functions=fill",
+         "--NameAnalysisPreprocessor.mutating_functions=stretch"],
+    ],
+    ids=["comma-separated", "repeated"],
+)
+def test_list_options_take_commas_and_repeated_flags(tmp_path, flags):
+    """Both spellings a Jupyter user writes reach the analysis as two names."""
+    nb = make_notebook(
+        [
+            ("a = [1]\nb = [2]", ["step:load"]),
+            ("import mylib\nmylib.fill(a)\nmylib.stretch(b)", ["step:change", "prev:load"]),
+            ("print(a, b)", ["step:show", "prev:load"]),
+        ]
+    )
+    nbformat.write(nb, tmp_path / "nb.ipynb")
+    result = subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "kale", "nb.ipynb", *flags],
+        cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert result.returncode == 1
+    assert "step 'show' reads 'a'" in result.stderr and "prev:change" in result.stderr
+    assert not (tmp_path / "nb.py").exists()
+    nb.cells[1].source = "import mylib\nmylib.stretch(b)"
+    nbformat.write(nb, tmp_path / "nb.ipynb")
+    result = subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "kale", "nb.ipynb", *flags],
+        cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert "step 'show' reads 'b'" in result.stderr, result.stderr
+
+
+def test_explain_says_what_each_step_may_change_and_why():
+    nb = make_notebook(
+        [
+            ("import random\ndeck = [1, 2, 3]\nmodel = []", ["step:load"]),
+            ("random.shuffle(deck)\nmodel.fit(deck)", ["step:train", "prev:load"]),
+            ("print(deck, model)", ["step:show", "prev:train"]),
+        ]
+    )
+    script, resources = convert(nb)
+    assert "train: deck (cell 2, line 1: random.shuffle(deck))" in script
+    assert "train: model (cell 2, line 2: model.fit(deck))" in script
