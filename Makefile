@@ -1,6 +1,7 @@
 # Two entry points for a fresh machine (see README):
 #   make demo   install, convert an example notebook and run its pipeline locally
-#   make test   install with test extras and run the test suite
+#   make test   install with test extras and run the test suite (default profile;
+#               KALE_TEST_PROFILE=exhaustive make test runs everything, as CI does)
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 

@@ -44,7 +44,7 @@ def _kale_main(build_pipeline, parameters, packages, script, argv=None,
         epilog=(
             "examples:\n"
             f"  python {name}                          write {os.path.basename(stem)}.yaml\n"
-            f"  python {name} --local                  run here, outputs in ./kale-local-runs/\n"
+            f"  python {name} --local                  run here, outputs in kale-local-runs/ beside {name}\n"
             f"  python {name} --local --cache          re-run only the steps you changed\n"
             f"  python {name} --host http://localhost:8080 --experiment tests\n"
             "\n"
@@ -162,8 +162,14 @@ def _kale_parse_params(pairs, parameters):
         if not sep:
             raise ValueError(f"--param {pair!r}: write it as NAME=VALUE")
         if name not in parameters:
+            import difflib
+
             known = ", ".join(parameters) or "none"
-            raise ValueError(f"--param {name!r}: no such pipeline parameter (known: {known})")
+            close = difflib.get_close_matches(name, list(parameters), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(
+                f"--param {name!r}: no such pipeline parameter ({hint}known: {known})"
+            )
         type_name = parameters[name][0]
         try:
             if type_name == "str":

@@ -1,4 +1,41 @@
+"""Test profiles: the default one a contributor runs, the exhaustive one CI runs.
+
+``make test`` runs the default profile (under about two minutes on 2 cores): every
+behaviour is covered, the property test draws 200 notebooks, and the tests marked
+``exhaustive`` (more of the same at greater cost: 2,000 notebooks, the benchmark
+harness, the compiled YAML of every example, not just one) are skipped with a reason
+that says how to run them. ``KALE_TEST_PROFILE=exhaustive make test`` (what CI runs)
+runs everything.
+"""
+
+import os
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent))
+
+PROFILE = os.environ.get("KALE_TEST_PROFILE", "default")
+EXHAUSTIVE = PROFILE == "exhaustive"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "exhaustive: runs only in the exhaustive profile (KALE_TEST_PROFILE=exhaustive)"
+    )
+
+
+def pytest_report_header(config):
+    return f"kale test profile: {PROFILE} (KALE_TEST_PROFILE=exhaustive runs everything)"
+
+
+def pytest_collection_modifyitems(config, items):
+    if EXHAUSTIVE:
+        return
+    skip = pytest.mark.skip(
+        reason="exhaustive profile only: run KALE_TEST_PROFILE=exhaustive make test (CI does)"
+    )
+    for item in items:
+        if "exhaustive" in item.keywords:
+            item.add_marker(skip)

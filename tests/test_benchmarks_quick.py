@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive
 def test_quick_benchmarks_run_and_print_every_group(tmp_path):
     out_json = tmp_path / "bench.json"
     done = subprocess.run(

@@ -36,7 +36,15 @@ def test_pipeline_computes_what_the_notebook_computes(notebook, tmp_path):
     assert_pipeline_matches_notebook(_copy(notebook, tmp_path), tmp_path / "work")
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
+def _candies_first(notebooks):
+    """candies (stdlib, fastest) in every profile; the others in the exhaustive one."""
+    return [
+        n if n.stem == "candies" else pytest.param(n, marks=pytest.mark.exhaustive)
+        for n in notebooks
+    ]
+
+
+@pytest.mark.parametrize("notebook", _candies_first(NOTEBOOKS), ids=[n.stem for n in NOTEBOOKS])
 def test_the_cli_converts_and_the_compiled_yaml_runs(notebook, tmp_path):
     copy = _copy(notebook, tmp_path)
     converted = subprocess.run(

@@ -97,6 +97,28 @@ def test_editable_install_serves_the_source_tree():
     assert Path(kale_nbconvert.__file__).resolve().parent == REPO / "kale_nbconvert"
 
 
+def _venv_seeing_this_environment(env_dir: Path) -> Path:
+    """A new venv whose own site-packages comes first, then this interpreter's.
+
+    ``system_site_packages=True`` would give the BASE interpreter's packages, which
+    from inside a virtual environment lacks nbconvert; a ``.pth`` line naming this
+    interpreter's site-packages works from a venv and from the system interpreter
+    alike. Plain path lines do not run that folder's own ``.pth`` files, so this
+    project's editable install stays out of the way of the wheel's copy.
+    """
+    import sysconfig
+
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    own = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    parents = dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")])
+    (Path(own) / "_kale_test_parent_environment.pth").write_text("\n".join(parents) + "\n")
+    return python
+
+
 @pytest.mark.slow
 def test_wheel_install_registers_the_exporter_and_its_template(tmp_path):
     """Build a wheel, install it in a fresh venv, convert with that install."""
@@ -109,8 +131,7 @@ def test_wheel_install_registers_the_exporter_and_its_template(tmp_path):
     assert build.returncode == 0, build.stderr
     wheel = next(dist.glob("kale_nbconvert-*.whl"))
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
-    python = env_dir / "bin" / "python"
+    python = _venv_seeing_this_environment(env_dir)
     install = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", str(wheel)],
         capture_output=True,

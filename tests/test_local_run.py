@@ -56,6 +56,9 @@ def test_bad_parameters_are_refused_before_running(tmp_path):
     unknown = run_script(script, "--local", "--param", "colour=red")
     assert unknown.returncode == 2
     assert "no such pipeline parameter" in unknown.stderr
+    typo = run_script(script, "--local", "--param", "cuont=5")
+    assert typo.returncode == 2
+    assert "did you mean 'count'?" in typo.stderr
     bad = run_script(script, "--local", "--param", "count=three")
     assert bad.returncode == 2
     assert "not a valid int" in bad.stderr

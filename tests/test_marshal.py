@@ -309,7 +309,7 @@ TENSOR_DTYPES = st.one_of(
 @given(array=hnp.arrays(TENSOR_DTYPES, hnp.array_shapes(min_dims=0, max_dims=3, max_side=4)),
        grad=st.booleans(), transpose=st.booleans())
 def test_torch_tensors_round_trip_exactly(tmp_path, array, grad, transpose):
-    torch = pytest.importorskip("torch")
+    torch = require_torch()
     if array.dtype.kind == "u" and array.dtype.itemsize > 1 and not hasattr(torch, "uint16"):
         return  # older torch has no uint16-64
     tensor = torch.from_numpy(array.copy())
@@ -325,7 +325,7 @@ def test_torch_tensors_round_trip_exactly(tmp_path, array, grad, transpose):
 
 
 def test_a_view_of_a_big_tensor_writes_only_itself(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = require_torch()
     big = torch.randn(2_000_000, requires_grad=True)
     view = big[5:15]
     back, meta = roundtrip(view, tmp_path)
@@ -356,7 +356,7 @@ def test_fitted_models_predict_the_same_after_the_trip(tmp_path, X, family):
 
 
 def test_torch_tensors_and_modules(tmp_path, notebook_main):
-    torch = pytest.importorskip("torch")
+    torch = require_torch()
     tensor = torch.arange(6, dtype=torch.float16).reshape(2, 3)
     back, meta = roundtrip(tensor, tmp_path)
     assert meta["serializer"] == "torch" and meta["kind"] == "Dataset"
@@ -380,10 +380,28 @@ def test_torch_tensors_and_modules(tmp_path, notebook_main):
     assert torch.equal(back.weight, linear.weight)
 
 
+TORCH_HINT = (
+    "torch is not a test extra: PyPI's Linux wheel is a CUDA build of several GB. "
+    "Install the CPU build to run this test: "
+    "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+)
+
+
+def require_torch():
+    """torch, or a skip whose reason says how to get it (``make test`` prints it)."""
+    try:
+        import torch
+    except ImportError:
+        pytest.skip(TORCH_HINT)
+    return torch
+
+
 def import_keras():
     """keras 3, on the torch backend where tensorflow is absent (as in the test
-    environment); skips the test without it."""
+    environment); skips the test, saying why, without a backend."""
     if importlib.util.find_spec("tensorflow") is None:
+        if importlib.util.find_spec("torch") is None:
+            pytest.skip("keras needs a backend (tensorflow, jax or torch). " + TORCH_HINT)
         os.environ.setdefault("KERAS_BACKEND", "torch")
     return pytest.importorskip("keras")
 

@@ -40,7 +40,12 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-PROFILE = settings.get_profile(os.environ.get("KALE_HYPOTHESIS_PROFILE", "kale-ci"))
+PROFILE = settings.get_profile(
+    os.environ.get(
+        "KALE_HYPOTHESIS_PROFILE",
+        "kale-ci" if os.environ.get("KALE_TEST_PROFILE") == "exhaustive" else "kale-dev",
+    )
+)
 COMPILE_EVERY = 10
 
 CANARY_DIR = Path(tempfile.mkdtemp(prefix="kale-canary-"))

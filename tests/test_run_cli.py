@@ -62,6 +62,8 @@ def test_help_explains_every_way_to_run(tmp_path):
                  "--param", "count (int, default 3)", "KF_PIPELINES_TOKEN", "--cookies",
                  "--sa-token-path", "kale-local-runs", "load_run"):
         assert text in result.stdout, text
+    assert "./kale-local-runs/" not in result.stdout  # they go beside the script
+    assert "kale-local-runs/ beside diamond.py" in result.stdout
 
 
 def test_launcher_stays_embeddable():
