@@ -3,14 +3,15 @@
 ``jupyter nbconvert --to kale notebook.ipynb`` runs :class:`KaleExporter`, which chains
 four preprocessors (tag merge, name analysis, parameter extraction, marshal injection)
 that fill one :class:`~kale_nbconvert.model.Pipeline`, then renders it with the
-``templates/kale`` Jinja template.
+``templates/kale`` Jinja template. From Python, :func:`plan` gives the filled model
+and :func:`convert` the script (see :mod:`kale_nbconvert.api`).
 """
 
 __version__ = "0.1.0"
 
 from .errors import KaleError, NotebookError  # noqa: E402,F401  (public API)
 
-__all__ = ["KaleError", "KaleExporter", "NotebookError", "__version__"]
+__all__ = ["KaleError", "KaleExporter", "NotebookError", "__version__", "convert", "plan"]
 
 
 def __getattr__(name):
@@ -19,4 +20,8 @@ def __getattr__(name):
         from .exporter import KaleExporter
 
         return KaleExporter
+    if name in ("convert", "plan"):
+        from . import api
+
+        return getattr(api, name)
     raise AttributeError(name)
