@@ -56,3 +56,40 @@ def resolve_packages(modules) -> tuple[list[str], list[str]]:
             continue
         pins.add(distribution_pin(distribution))
     return sorted(pins, key=str.lower), sorted(unknown)
+
+
+FORK_UNSAFE = frozenset(
+    """tensorflow keras jax jaxlib polars grpc ray pyspark torch_xla cupy mxnet""".split()
+)
+"""Libraries a ``--local`` run's warm worker never imports before forking its steps,
+because they start threads or hold native state at import that a forked child
+inherits broken: JAX warns that ``os.fork()`` after its import can deadlock; polars'
+documentation says its thread pool deadlocks a forked child; TensorFlow (and keras
+on it) and gRPC document fork as unsupported after initialisation; Ray, Spark (a JVM)
+and GPU runtimes likewise. A step importing one still works: it imports it itself,
+after the fork."""
+
+
+def preload_modules(codes) -> list[str]:
+    """Modules a local run may import once, before forking its steps: every module
+    the code imports that is the standard library's or an installed distribution's
+    (never the notebook's own files, whose import runs user code), minus
+    :data:`FORK_UNSAFE`. ``from a.b import c`` gives ``a.b`` and ``a.b.c`` (``c``
+    may be a submodule; the worker skips what does not import)."""
+    stdlib = set(sys.stdlib_module_names)
+    found: dict[str, None] = {}
+    for code in codes:
+        for node in syntax.nodes_if(code, "import"):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names if a.name != "*"]
+            else:
+                continue
+            for name in names:
+                root = name.split(".")[0]
+                if root in FORK_UNSAFE or root in NEVER_INSTALL:
+                    continue
+                if root in stdlib or root in _distributions_by_module():
+                    found[name] = None
+    return list(found)

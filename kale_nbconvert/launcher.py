@@ -20,11 +20,13 @@ A ``--local`` run leaves, next to the outputs kfp.local writes, a manifest
 
 
 def _kale_main(build_pipeline, parameters, packages, script, argv=None,
-               pipeline_name="", experiment="", host=""):
+               pipeline_name="", experiment="", host="", preload=()):
     """``python pipeline.py [--local [--cache] | --host [URL]] [--param NAME=VALUE ...]``.
 
     ``pipeline_name``, ``experiment`` and ``host`` are the notebook's
-    ``kubeflow_notebook`` metadata: defaults that the flags override.
+    ``kubeflow_notebook`` metadata: defaults that the flags override. ``preload`` are
+    the installed modules the notebook imports, which a ``--local`` run imports once
+    in its warm worker.
     """
     import argparse
     import os
@@ -86,6 +88,13 @@ def _kale_main(build_pipeline, parameters, packages, script, argv=None,
         "parameters did not change since an earlier --cache run",
     )
     local_group.add_argument(
+        "--isolated",
+        action="store_true",
+        help="with --local: start every step in a fresh Python process, as a cluster "
+        "does (slower; by default steps fork from one process that has imported the "
+        "notebook's libraries once)",
+    )
+    local_group.add_argument(
         "--runs-dir",
         default=os.path.join(folder, "kale-local-runs"),
         metavar="DIR",
@@ -132,6 +141,8 @@ def _kale_main(build_pipeline, parameters, packages, script, argv=None,
         parser.error("--local and --host exclude each other: run here or on a cluster")
     if args.cache and not args.local:
         parser.error("--cache applies to --local runs (a cluster caches by itself)")
+    if args.isolated and not args.local:
+        parser.error("--isolated applies to --local runs (a cluster always isolates steps)")
     try:
         arguments = _kale_parse_params(args.param, parameters)
     except ValueError as error:
@@ -140,7 +151,7 @@ def _kale_main(build_pipeline, parameters, packages, script, argv=None,
         defaults = {pname: default for pname, (_, default) in parameters.items()}
         return _kale_run_local(
             build_pipeline, packages, {**defaults, **arguments}, args.runs_dir,
-            use_cache=args.cache, script=script,
+            use_cache=args.cache, script=script, preload=None if args.isolated else preload,
         )
     from kfp import compiler
 
@@ -209,7 +220,8 @@ def _kale_check_local_packages(packages):
     return missing
 
 
-def _kale_run_local(build_pipeline, packages, arguments, runs_dir, use_cache=False, script=""):
+def _kale_run_local(build_pipeline, packages, arguments, runs_dir, use_cache=False, script="",
+                    preload=()):
     """Run every step here with kfp.local's SubprocessRunner, without a venv.
 
     kfp.local's own log (executor input JSON, coloured banners) is replaced by one
@@ -219,13 +231,11 @@ def _kale_run_local(build_pipeline, packages, arguments, runs_dir, use_cache=Fal
     the shared cells and the runtime), the parameter values and the input artifacts'
     URIs, so a step re-runs exactly when its code, parameters or inputs changed,
     and a re-run step's new outputs make its descendants re-run.
-    """
-    import datetime
-    import os
-    import sys
-    import time
 
-    from kfp import local
+    ``preload`` (None: ``--isolated``) starts the warm worker the steps fork from
+    (:func:`_kale_worker_start`); it starts first, so its imports overlap kfp's.
+    """
+    import sys
 
     missing = _kale_check_local_packages(packages)
     if missing:
@@ -235,6 +245,23 @@ def _kale_run_local(build_pipeline, packages, arguments, runs_dir, use_cache=Fal
             file=sys.stderr,
         )
         return 1
+    worker = None if preload is None else _kale_worker_start(preload)
+    try:
+        return _kale_run_local_with(worker, build_pipeline, arguments, runs_dir, use_cache, script)
+    finally:
+        _kale_worker_stop(worker)
+
+
+def _kale_run_local_with(worker, build_pipeline, arguments, runs_dir, use_cache, script):
+    """The local run proper (see :func:`_kale_run_local`), steps forked from ``worker``
+    where there is one."""
+    import datetime
+    import os
+    import sys
+    import time
+
+    from kfp import local
+
     runs_dir = os.path.abspath(runs_dir)
     os.makedirs(runs_dir, exist_ok=True)
     local.init(
@@ -244,7 +271,7 @@ def _kale_run_local(build_pipeline, packages, arguments, runs_dir, use_cache=Fal
     )
     pipeline = build_pipeline(local=True)
     tasks = _kale_task_order(pipeline.pipeline_spec)
-    state = {"steps": {}, "current": None, "run": None, "total": len(tasks)}
+    state = {"steps": {}, "current": None, "run": None, "total": len(tasks), "worker": worker}
     print(f"kale: running {pipeline.name} locally: {len(tasks)} steps"
           + (", reusing unchanged steps (--cache)" if use_cache else ""), flush=True)
     started = time.perf_counter()
@@ -407,35 +434,49 @@ def _kale_run_step_process(full_command, env_vars, state):
     line; the rest (including the step's own logging, which gets the same prefix
     from the executor's logging setup) is the step's output, shown as
     ``  step | line``. The runtime's
-    ``kale: step ... failed ...`` line is kept for the closing summary.
+    ``kale: step ... failed ...`` line is kept for the closing summary. With the warm
+    worker (``state["worker"]``) the step runs in a child forked from it instead.
     """
     import os
     import subprocess
+
+    forked = _kale_worker_submit(state.get("worker"), full_command, env_vars)
+    if forked is not None:
+        lines, finish = forked
+        _kale_stream_step_output(lines, state)
+        code = finish()
+        if code is not None:
+            return code
+    env = {**os.environ, **(env_vars or {})}
+    with subprocess.Popen(full_command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, bufsize=1, env=env, errors="replace") as process:
+        _kale_stream_step_output(process.stdout, state)
+        return process.wait()
+
+
+def _kale_stream_step_output(lines, state):
+    """Show a step's output lines as ``  step | line``, minus kfp's executor log."""
     import sys
 
     prefix = f"  {state['current']['task']} | "
-    env = {**os.environ, **(env_vars or {})}
     in_json = False
-    with subprocess.Popen(full_command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, bufsize=1, env=env, errors="replace") as process:
-        for line in process.stdout:
-            if in_json:
-                in_json = line.rstrip("\n") != "}"
-                continue
-            if line.startswith("[KFP Executor ") and any(
-                message in line for message in (
-                    "]: Looking for component", "]: Loading KFP component",
-                    "]: --component_module_path is not specified", "]: Got executor_input:",
-                    "]: Wrote executor output file", "]: Did not write output file",
-                )
-            ):  # only these: the step's own logging.info() has the same prefix
-                in_json = line.rstrip().endswith("Got executor_input:")
-                continue
-            if line.startswith("kale: step ") and " failed" in line:
-                state["current"]["failure"] = line.strip()
-            sys.stdout.write(prefix + line if line.strip() else line)
-            sys.stdout.flush()
-        return process.wait()
+    for line in lines:
+        if in_json:
+            in_json = line.rstrip("\n") != "}"
+            continue
+        if line.startswith("[KFP Executor ") and any(
+            message in line for message in (
+                "]: Looking for component", "]: Loading KFP component",
+                "]: --component_module_path is not specified", "]: Got executor_input:",
+                "]: Wrote executor output file", "]: Did not write output file",
+            )
+        ):  # only these: the step's own logging.info() has the same prefix
+            in_json = line.rstrip().endswith("Got executor_input:")
+            continue
+        if line.startswith("kale: step ") and " failed" in line:
+            state["current"]["failure"] = line.strip()
+        sys.stdout.write(prefix + line if line.strip() else line)
+        sys.stdout.flush()
 
 
 def _kale_print_progress(task, record, number, total):
@@ -645,3 +686,229 @@ def _kale_cluster_error(error, host):
         body = " ".join(str(getattr(error, "body", "") or "").split())[:300]
         return f"{host} answered HTTP {status} {reason}" + (f": {body}" if body else "")
     return f"submitting to {host} failed: {type(error).__name__}: {' '.join(str(error).split())}"
+
+
+def _kale_worker_start(preload):
+    """Start the warm worker of a ``--local`` run, or return None where it cannot be.
+
+    A step's process normally starts Python, imports kfp and then the notebook's
+    libraries (pandas, scikit-learn: seconds) before its first cell. The worker is
+    one process that imports them once (``preload``: the notebook's imports of
+    installed libraries, never its own code) and forks one child per step, which
+    runs kfp's executor exactly as the step's process would, in a fresh ``__main__``.
+    Fork exists on Linux and macOS only; elsewhere (and with ``--isolated``) every
+    step gets a fresh interpreter, as on a cluster.
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    if not hasattr(os, "fork") or not hasattr(socket, "send_fds"):
+        return None
+    import inspect
+
+    try:  # the worker's own functions, from this script: it needs nothing else
+        code = "\n\n".join(
+            inspect.getsource(function)
+            for function in (_kale_worker_send, _kale_worker_receive, _kale_worker_main,
+                             _kale_worker_child)
+        ) + (
+            "\n\nimport socket, sys\n"
+            "_kale_worker_main(socket.socket(fileno=int(sys.argv[1])), sys.argv[2:])\n"
+        )
+    except (OSError, TypeError):  # no source to read (e.g. a frozen script)
+        return None
+    ours, theirs = socket.socketpair()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", code, str(theirs.fileno()), *preload],
+            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,  # each child has its own
+        )
+    except OSError:
+        ours.close()
+        return None
+    finally:
+        theirs.close()
+    return {"process": process, "channel": ours}
+
+
+def _kale_worker_stop(worker):
+    import subprocess
+
+    if worker is None:
+        return
+    worker["channel"].close()  # the worker exits when its channel closes
+    try:
+        worker["process"].wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        worker["process"].kill()
+
+
+def _kale_worker_send(channel, payload, fds=()):
+    """One length-prefixed message (and file descriptors) over the worker channel."""
+    import socket
+    import struct
+
+    header = struct.pack("!I", len(payload))
+    if fds:
+        socket.send_fds(channel, [header], list(fds))
+    else:
+        channel.sendall(header)
+    channel.sendall(payload)
+
+
+def _kale_worker_receive(channel, with_fds=False):
+    """The next message (and its file descriptors); ``(None, [])`` at end of channel."""
+    import socket
+    import struct
+
+    fds = []
+    if with_fds:
+        header, fds, _, _ = socket.recv_fds(channel, 4, 4)
+    else:
+        header = channel.recv(4)
+    while header and len(header) < 4:
+        more = channel.recv(4 - len(header))
+        if not more:
+            return None, fds
+        header += more
+    if not header:
+        return None, fds
+    size = struct.unpack("!I", header)[0]
+    payload = bytearray()
+    while len(payload) < size:
+        chunk = channel.recv(min(1 << 20, size - len(payload)))
+        if not chunk:
+            return None, fds
+        payload += chunk
+    return bytes(payload), fds
+
+
+def _kale_worker_command(full_command):
+    """``(component source, executor arguments)`` of kfp.local's command for a
+    lightweight component, or None for a command the worker does not know."""
+    if (
+        len(full_command) >= 4
+        and full_command[:2] == ["sh", "-ec"]
+        and "kfp.dsl.executor_main" in full_command[2]
+        and "ephemeral_component.py" in full_command[2]
+    ):
+        return full_command[3], list(full_command[4:])
+    return None
+
+
+def _kale_worker_submit(worker, full_command, env_vars):
+    """Run one step in a child of the worker: returns its output as a line iterator and
+    a function giving its exit code, or None (the caller then starts a process)."""
+    import json
+    import os
+
+    parsed = _kale_worker_command(full_command)
+    if worker is None or worker.get("broken") or parsed is None:
+        return None
+    source, arguments = parsed
+    request = json.dumps({"source": source, "arguments": arguments, "env": env_vars or {}})
+    read_end, write_end = os.pipe()
+    try:
+        _kale_worker_send(worker["channel"], request.encode("utf-8"), [write_end])
+    except OSError:
+        worker["broken"] = True
+        os.close(read_end)
+        return None
+    finally:
+        os.close(write_end)
+    lines = os.fdopen(read_end, "r", errors="replace", buffering=1)
+
+    def finish():
+        """The child's exit code; None if the worker died (the caller runs the step
+        in a process of its own, and so do all later steps)."""
+        lines.close()
+        try:
+            reply, _ = _kale_worker_receive(worker["channel"])
+        except OSError:
+            reply = None
+        if reply is None:
+            worker["broken"] = True
+            return None
+        return json.loads(reply)["status"]
+
+    return lines, finish
+
+
+def _kale_worker_main(channel, preload):
+    """The worker: import ``preload``, then fork one child per request and report
+    each child's exit status. Exits when the launcher closes the channel."""
+    import importlib
+    import json
+    import os
+    import sys
+
+    for module in preload:
+        try:
+            importlib.import_module(module)
+        except BaseException:  # noqa: BLE001 - the step imports it (and reports) itself
+            pass
+    importlib.import_module("kfp.dsl.executor_main")  # what every child runs
+
+    while True:
+        message, fds = _kale_worker_receive(channel, with_fds=True)
+        if message is None:
+            return
+        output = fds[0]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                channel.close()
+                os.dup2(output, 1)
+                os.dup2(output, 2)
+                os.close(output)
+                code = _kale_worker_child(json.loads(message))
+            except BaseException:  # noqa: BLE001 - anything the step did not catch
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                try:  # as a process exiting normally would
+                    import atexit
+
+                    atexit._run_exitfuncs()
+                except BaseException:  # noqa: BLE001
+                    pass
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except (OSError, ValueError):
+                        pass
+                os._exit(code)
+        os.close(output)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        _kale_worker_send(channel, json.dumps({"status": code}).encode("utf-8"))
+
+
+def _kale_worker_child(request):
+    """In the forked child: what kfp.local's ``sh -ec`` command does, minus starting
+    Python: write the component's source to a file and run kfp's executor on it."""
+    import os
+    import sys
+    import tempfile
+
+    os.environ.update(request["env"])
+    os.environ["_KFP_RUNTIME"] = "true"
+    folder = tempfile.mkdtemp()
+    path = os.path.join(folder, "ephemeral_component.py")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(request["source"])
+    sys.argv = ["executor_main", "--component_module_path", path, *request["arguments"]]
+    from kfp.dsl import executor_main
+
+    try:
+        executor_main.executor_main()
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    return 0

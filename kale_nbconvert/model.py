@@ -159,6 +159,9 @@ class Pipeline:
     base_image: str = ""
     packages: list[str] = field(default_factory=list)
     unknown_modules: list[str] = field(default_factory=list)
+    preload_modules: list[str] = field(default_factory=list)
+    """Installed modules the notebook imports, which a ``--local`` run imports once in
+    the warm process its steps fork from."""
 
     @property
     def shared_cells(self) -> list[Cell]:

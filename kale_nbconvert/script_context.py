@@ -187,6 +187,7 @@ def script_context(pipeline: Pipeline) -> dict:
         "shared": shared,
         "steps": steps,
         "packages": py_literal(pipeline.packages),
+        "preload": py_literal(pipeline.preload_modules),
         "parameters_signature": parameters,
         "parameters_table": "{" + ", ".join(
             f"{py_literal(p.name)}: ({py_literal(p.type_name)}, {py_literal(p.default)})"

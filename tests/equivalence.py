@@ -112,8 +112,9 @@ def assert_same(left, right, where: str) -> None:
         assert repr(left) == repr(right), f"{where}: {left!r} != {right!r}"
 
 
-def assert_pipeline_matches_notebook(notebook: Path, workdir: Path) -> dict[str, dict]:
-    """Convert, run both ways, compare every step's variables; returns pipeline snapshots."""
+def assert_pipeline_matches_notebook(notebook: Path, workdir: Path, *run_args: str) -> dict[str, dict]:
+    """Convert, run both ways, compare every step's variables; returns pipeline snapshots.
+    ``run_args`` go to the script after ``--local`` (e.g. ``--isolated``)."""
     nb = nbformat.read(notebook, as_version=4)
     script_text, resources = convert(nb, notebook.name)
     script = notebook.with_suffix(".py")
@@ -121,7 +122,7 @@ def assert_pipeline_matches_notebook(notebook: Path, workdir: Path) -> dict[str,
     pipeline = resources["kale_pipeline"]
     steps = [step for step in pipeline.step_list() if not step.is_metrics]
     expected = notebook_snapshots(notebook, workdir, steps)
-    actual = pipeline_snapshots(script, workdir)
+    actual = pipeline_snapshots(script, workdir, *run_args)
     compared = 0
     for step in steps:
         assert step.name in actual, f"step {step.name} left no snapshot"

@@ -9,7 +9,7 @@ from nbconvert.preprocessors import Preprocessor
 from traitlets import Bool, List, Unicode
 
 from .. import syntax
-from ..dependencies import distribution_pin, imported_modules, resolve_packages
+from ..dependencies import distribution_pin, imported_modules, preload_modules, resolve_packages
 from ..model import RESOURCE_KEY, Pipeline, Step
 
 SERIALIZER_DISTRIBUTIONS = ("dill",)
@@ -307,6 +307,10 @@ class MarshalInjectionPreprocessor(Preprocessor):
             unknown |= set(missing)
         pipeline.packages = sorted(everything, key=str.lower)
         pipeline.unknown_modules = sorted(unknown)
+        pipeline.preload_modules = preload_modules(
+            [cell.code for cell in pipeline.shared_cells]
+            + [cell.code for step in pipeline.step_list() for cell in step.cells]
+        )
         for module in pipeline.unknown_modules:
             message = (
                 f"{pipeline.notebook}: module {module!r} is imported but no installed "
