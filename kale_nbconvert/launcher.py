@@ -11,6 +11,7 @@ A ``--local`` run leaves, next to the outputs kfp.local writes, a manifest
      "parameters": {name: value},               # every parameter, defaults included
      "steps": {step: {"status": "succeeded" | "cached" | "failed" | "not run",
                       "duration_s": ..., "failure": "kale: step ... failed in ... line N",
+                      "warnings": ["step ... changed 'x' in place ...", ...],
                       "outputs": {variable: {"uri": ..., "metadata": {...}}},
                       "inputs": {variable: {"producer": step, "uri": ...}},
                       "parameters": {name: value}, "metrics": {name: number}}}}
@@ -95,6 +96,20 @@ def _kale_main(build_pipeline, parameters, packages, script, argv=None,
         "notebook's libraries once)",
     )
     local_group.add_argument(
+        "--allow-divergence",
+        action="store_true",
+        help="with --local: when a step changed an input in place that later steps read "
+        "(a change the analysis did not see, so the pipeline would differ from the "
+        "notebook), warn instead of failing the run (a cluster run only warns)",
+    )
+    local_group.add_argument(
+        "--check-limit",
+        metavar="SIZE",
+        help="with --local: the largest input (as saved: 512M, 8G) a step hashes to check "
+        "it for in-place changes; bigger ones are skipped with a note (default 4G; 0: "
+        "none; big numpy arrays and pandas frames are checked without hashing, at any size)",
+    )
+    local_group.add_argument(
         "--runs-dir",
         default=os.path.join(folder, "kale-local-runs"),
         metavar="DIR",
@@ -135,19 +150,44 @@ def _kale_main(build_pipeline, parameters, packages, script, argv=None,
     cluster.add_argument("--sa-token-path", metavar="FILE",
                          help="service account token file, as mounted in Kubeflow "
                          "notebook pods (default: $KF_PIPELINES_SA_TOKEN_PATH)")
+    cluster.add_argument("--ssl-ca-cert", metavar="FILE",
+                         help="CA certificate bundle of a cluster with its own certificate "
+                         "authority")
+    cluster.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                         help="give up on a host that does not answer within this time "
+                         "(default: %(default)s)")
+    cluster.add_argument("--wait", action="store_true",
+                         help="follow the run to its end, one line per step as its status "
+                         "changes; exit with the run's outcome (Ctrl-C stops following, "
+                         "not the run)")
+    cluster.add_argument("--poll", type=float, default=5.0, metavar="SECONDS",
+                         help="with --wait: seconds between status checks (default: %(default)s)")
     args = parser.parse_args(argv)
     cluster_run = args.host is not None
     if args.local and cluster_run:
         parser.error("--local and --host exclude each other: run here or on a cluster")
     if args.cache and not args.local:
         parser.error("--cache applies to --local runs (a cluster caches by itself)")
+    if args.wait and not cluster_run:
+        parser.error("--wait follows a cluster run: use it with --host")
     if args.isolated and not args.local:
         parser.error("--isolated applies to --local runs (a cluster always isolates steps)")
+    if (args.allow_divergence or args.check_limit is not None) and not args.local:
+        parser.error("--allow-divergence and --check-limit apply to --local runs")
+    try:
+        check_limit = None if args.check_limit is None else _kale_parse_size(args.check_limit)
+    except ValueError:
+        parser.error(f"--check-limit {args.check_limit!r}: write a size such as 512M or 8G")
     try:
         arguments = _kale_parse_params(args.param, parameters)
     except ValueError as error:
         parser.error(str(error))
     if args.local:
+        # what a step does with an unseen in-place change (the runtime's check); set
+        # before the warm worker starts, so every step inherits it
+        os.environ["KALE_NBCONVERT_DIVERGENCE"] = "warn" if args.allow_divergence else "fail"
+        if check_limit is not None:
+            os.environ["KALE_NBCONVERT_CHECK_LIMIT"] = str(check_limit)
         defaults = {pname: default for pname, (_, default) in parameters.items()}
         return _kale_run_local(
             build_pipeline, packages, {**defaults, **arguments}, args.runs_dir,
@@ -156,11 +196,22 @@ def _kale_main(build_pipeline, parameters, packages, script, argv=None,
     from kfp import compiler
 
     if cluster_run:
-        compiler.Compiler().compile(build_pipeline(), args.output)
-        return _kale_submit(args, arguments)
+        pipeline = build_pipeline()
+        compiler.Compiler().compile(pipeline, args.output)
+        return _kale_submit(args, arguments, _kale_task_order(pipeline.pipeline_spec))
     compiler.Compiler().compile(build_pipeline(), args.output, pipeline_parameters=arguments or None)
     print(f"Pipeline compiled to {args.output}", file=sys.stderr)
     return 0
+
+
+def _kale_parse_size(text):
+    """``"512M"``, ``"8G"``, ``"4GiB"``, ``"1000"`` -> bytes (binary units)."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not match:
+        raise ValueError(text)
+    return int(float(match.group(1)) * 1024 ** " kmgt".index(match.group(2) or " "))
 
 
 def _kale_parse_params(pairs, parameters):
@@ -298,9 +349,12 @@ def _kale_run_local_with(worker, build_pipeline, arguments, runs_dir, use_cache,
         shown = run
     if succeeded:
         cached = sum(step["status"] == "cached" for step in manifest["steps"].values())
+        warned = [task for task in tasks if manifest["steps"][task]["warnings"]]
         print(
             f"kale: all {len(tasks)} steps succeeded in {elapsed:.2f} s"
             + (f" ({cached} reused from cache)" if cached else "")
+            + (f"\nkale: warning: the run may differ from the notebook: see the warnings of "
+               f"{', '.join(warned)} above (also in kale-run.json)" if warned else "")
             + f"\nkale: outputs in {shown}"
             f"\nkale: open them in Python: from kale_nbconvert.local_runs import load_run; "
             f"load_run({run!r})",
@@ -400,6 +454,7 @@ def _kale_instrument_kfp_local(state):
                 for key, value in (outputs or {}).items() if hasattr(value, "uri")
             },
             "failure": state["current"]["failure"],
+            "warnings": state["current"].get("warnings", []),
         }
         state["steps"][task] = record
         _kale_print_progress(task, record, len(state["steps"]), state["total"])
@@ -475,6 +530,8 @@ def _kale_stream_step_output(lines, state):
             continue
         if line.startswith("kale: step ") and " failed" in line:
             state["current"]["failure"] = line.strip()
+        if line.startswith("kale: warning: "):  # the runtime's divergence warnings
+            state["current"].setdefault("warnings", []).append(line.strip()[len("kale: warning: "):])
         sys.stdout.write(prefix + line if line.strip() else line)
         sys.stdout.flush()
 
@@ -548,6 +605,7 @@ def _kale_write_manifest(run, pipeline, tasks, records, arguments, use_cache, sc
             "status": record["status"],
             "duration_s": record.get("duration_s"),
             "failure": record.get("failure"),
+            "warnings": record.get("warnings", []),
             "outputs": outputs,
             "inputs": inputs,
             "parameters": step_parameters,
@@ -583,9 +641,10 @@ def _kale_artifact_variable(key, uri):
         return key[:-4] if key.endswith("_out") else key
 
 
-def _kale_submit(args, arguments):
+def _kale_submit(args, arguments, tasks=()):
     """Upload the compiled pipeline (a new version if one of that name exists),
-    start a run of that version in the experiment, print the run's URL."""
+    start a run of that version in the experiment, print the run's URL; with
+    ``--wait``, follow the run (``tasks``: the pipeline's steps) to its end."""
     import contextlib
     import datetime
     import io
@@ -635,8 +694,72 @@ def _kale_submit(args, arguments):
     print(f"kale: uploaded {what} {name!r}: version {version.display_name!r} "
           f"({version.pipeline_version_id})")
     print(f"kale: started run {run.display_name!r} in experiment {args.experiment!r}")
-    print(f"kale: run URL: {ui or '/pipeline'}/#/runs/details/{run.run_id}")
-    return 0
+    url = f"{ui or '/pipeline'}/#/runs/details/{run.run_id}"
+    print(f"kale: run URL: {url}", flush=True)
+    if not args.wait:
+        return 0
+    return _kale_follow_run(client, run.run_id, list(tasks), args.poll, url, shown_host)
+
+
+def _kale_follow_run(client, run_id, tasks, poll, url, host):
+    """Print each step's status as it changes, until the run ends; the exit code is
+    the run's outcome. Ctrl-C stops following; the run goes on on the cluster."""
+    import sys
+    import time
+
+    final = {"SUCCEEDED": 0, "FAILED": 1, "CANCELED": 1, "SKIPPED": 0}
+    shown, started = {}, time.monotonic()
+    try:
+        while True:
+            try:
+                run = client.get_run(run_id)
+            except Exception as error:  # noqa: BLE001 - one line, then keep the exit code honest
+                print(f"kale: {_kale_cluster_error(error, host)}", file=sys.stderr)
+                return 1
+            for task, (state, seconds, message) in _kale_run_tasks(run, tasks).items():
+                if shown.get(task) == state:
+                    continue
+                shown[task] = state
+                record = {"status": state.lower(), "duration_s": seconds, "artifacts": {}}
+                _kale_print_progress(task, record, tasks.index(task) + 1, len(tasks))
+                if message:
+                    print(f"  {task} | {message}", flush=True)
+            state = str(getattr(run, "state", "") or "")
+            if state in final:
+                elapsed = time.monotonic() - started
+                failed = [task for task, value in shown.items() if value == "FAILED"]
+                if final[state] == 0:
+                    print(f"kale: run succeeded after {elapsed:.0f} s of following: {url}", flush=True)
+                else:
+                    what = f"step {failed[0]!r} failed" if failed else f"the run ended {state}"
+                    error = getattr(getattr(run, "error", None), "message", None)
+                    print(f"kale: {what}" + (f": {error}" if error else "")
+                          + f"; logs in the KFP UI: {url}", file=sys.stderr, flush=True)
+                return final[state]
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        print(f"\nkale: stopped following; the run goes on: {url}", file=sys.stderr, flush=True)
+        return 130
+
+
+def _kale_run_tasks(run, tasks):
+    """``{step: (state, seconds, error message)}`` of the run's tasks that are steps of
+    this pipeline (KFP also lists its driver and DAG tasks), in pipeline order."""
+    import datetime
+
+    details = getattr(getattr(run, "run_details", None), "task_details", None) or []
+    found = {}
+    for detail in details:
+        name = getattr(detail, "display_name", None)
+        if name not in tasks:
+            continue
+        start, end = getattr(detail, "start_time", None), getattr(detail, "end_time", None)
+        seconds = 0.0
+        if isinstance(start, datetime.datetime) and isinstance(end, datetime.datetime):
+            seconds = max(0.0, (end - start).total_seconds())
+        error = getattr(getattr(detail, "error", None), "message", None) or ""
+        found[name] = (str(getattr(detail, "state", "") or "PENDING"), seconds, error)
+    return {task: found[task] for task in tasks if task in found}
 
 
 def _kale_kfp_client(host, args):
@@ -645,8 +768,24 @@ def _kale_kfp_client(host, args):
     each traceback)."""
     import kfp
 
+    timeout = float(getattr(args, "connect_timeout", 10.0) or 10.0)
+
     class Client(kfp.Client):
         def get_kfp_healthz(self, sleep_duration=5):
+            import urllib3
+
+            # Every API of the client shares one REST client: bound its connects (and
+            # do not retry them), so a host that drops packets fails in seconds, not
+            # after the operating system's minutes.
+            rest = self._healthz_api.api_client.rest_client
+            rest.pool_manager.connection_pool_kw["retries"] = urllib3.Retry(total=0, read=False)
+            request = rest.request
+
+            def bounded(*args, _request_timeout=None, **kwargs):
+                return request(*args, _request_timeout=_request_timeout or (timeout, max(timeout, 60.0)),
+                               **kwargs)
+
+            rest.request = bounded
             return self._healthz_api.healthz_service_get_healthz()
 
     credentials = None
@@ -656,7 +795,8 @@ def _kale_kfp_client(host, args):
         credentials = ServiceAccountTokenVolumeCredentials(path=args.sa_token_path)
     options = {"namespace": args.namespace} if args.namespace else {}
     return Client(host=host, existing_token=args.token or None, cookies=args.cookies or None,
-                  credentials=credentials, **options)
+                  credentials=credentials, ssl_ca_cert=getattr(args, "ssl_ca_cert", None),
+                  **options)
 
 
 def _kale_cluster_error(error, host):

@@ -5,7 +5,8 @@ script uses through ``kfp.Client`` (healthz, pipeline list / upload / upload_ver
 versions, experiments list / create, run create), keeps what it was sent in memory and
 records every request, so a test can check what a real cluster would have received.
 It is not a cluster: nothing runs. Options make it refuse requests (``status=403``)
-or demand a bearer token / cookie, to test the failure paths.
+or demand a bearer token / cookie, to test the failure paths; ``run_states`` scripts
+what ``GET /runs/{id}`` answers over time, for ``--wait``.
 """
 
 from __future__ import annotations
@@ -40,8 +41,13 @@ class FakeKFPServer:
     """``with FakeKFPServer() as server: ... server.url ... server.requests``."""
 
     def __init__(self, status: int | None = None, token: str | None = None,
-                 cookie: str | None = None):
+                 cookie: str | None = None, run_states: list[tuple[str, dict]] | None = None,
+                 tls: tuple[str, str] | None = None):
         self.refuse_status = status
+        self.run_states = run_states or [("SUCCEEDED", {})]
+        """What successive ``GET /runs/{id}`` answer: (run state, {step: state or
+        (state, error message)}); the last one repeats."""
+        self.run_polls: dict[str, int] = {}
         self.token = token
         self.cookie = cookie
         self.requests: list[Request] = []
@@ -53,12 +59,20 @@ class FakeKFPServer:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.scheme = "http"
+        if tls:  # (certificate file, key file): serve HTTPS
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self.scheme}://{host}:{port}"
 
     def __enter__(self) -> FakeKFPServer:
         self._thread.start()
@@ -136,12 +150,32 @@ class FakeKFPServer:
                           "namespace": body.get("namespace") or ""}
             self.experiments[experiment["experiment_id"]] = experiment
             return 200, experiment
+        if method == "GET" and len(parts) == 2 and parts[0] == "runs":
+            run = self.runs.get(parts[1])
+            if run is None:
+                return 404, {"error": f"no run {parts[1]}"}
+            poll = self.run_polls.get(parts[1], 0)
+            self.run_polls[parts[1]] = poll + 1
+            state, tasks = self.run_states[min(poll, len(self.run_states) - 1)]
+            return 200, {**run, "state": state, "run_details": {"task_details": [
+                self._task(name, value) for name, value in tasks.items()
+            ]}}
         if (method, path) == ("POST", "/runs"):
             body = request.json()
             run = {**body, "run_id": self._new_id("run"), "state": "PENDING"}
             self.runs[run["run_id"]] = run
             return 200, run
         return 404, {"error": f"no route {method} {request.path}"}
+
+    @staticmethod
+    def _task(name: str, value) -> dict:
+        state, error = value if isinstance(value, tuple) else (value, None)
+        task = {"display_name": name, "state": state, "start_time": "2026-01-01T00:00:00Z"}
+        if state in ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"):
+            task["end_time"] = "2026-01-01T00:00:02Z"
+        if error:
+            task["error"] = {"message": error}
+        return task
 
     def _version(self, pipeline_id: str, name: str | None, request: Request) -> dict:
         version_id = self._new_id("version")
