@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .runtime import _kale_marshal_load, _kale_marshal_registry
+from .tags import kfp_name
 
 MANIFEST = "kale-run.json"
 FORMAT = "kale-local-run/1"
@@ -90,6 +91,10 @@ class LocalRun:
         self._serializers = serializers
 
     def _step(self, step: str) -> StepRun:
+        """A step by its name in Kubeflow (``train-model``, as the manifest keys it) or
+        as tagged in the notebook (``train_model``)."""
+        if step not in self.steps and kfp_name(step) in self.steps:
+            step = kfp_name(step)
         if step not in self.steps:
             raise KeyError(f"no step {step!r} in this run (steps: {', '.join(self.steps)})")
         return self.steps[step]

@@ -3,6 +3,13 @@
 Every key seen in Kale notebooks in the wild is accepted; the ones that change the
 generated pipeline are applied, the others are kept quiet; unknown keys give a
 warning, never a crash.
+
+Rok (Arrikto's snapshot store, which Kale used on MiniKF) has no Kubeflow Pipelines
+equivalent: ``clone`` volumes (the notebook server's own volumes, cloned from a Rok
+snapshot for every run), ``snapshot``/``snapshot_name`` of a volume, ``rok/origin``
+annotations (a PVC restored from a snapshot), ``autosnapshot`` and ``snapshot_volumes``.
+They are read, left out of the pipeline, and reported in ONE warning that says what
+was done instead and how to get the data into the steps.
 """
 
 from __future__ import annotations
@@ -35,8 +42,11 @@ KNOWN_UNUSED_KEYS = {
     "base_image",
     "timeout",
     "state",
+    "marshal_volume",
+    "marshal_path",
 }
-VOLUME_TYPES = ("pvc", "new_pvc", "pv")
+VOLUME_TYPES = ("pvc", "new_pvc", "pv", "clone")
+ROK_ORIGIN = "rok/origin"
 PIPELINE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -58,7 +68,9 @@ def pipeline_name_from(text: str) -> str:
     return name or "pipeline"
 
 
-def _volumes(raw: Any, notebook: str, warnings: list[str]) -> list[Volume]:
+def _volumes(raw: Any, notebook: str, rok: dict[str, list[str]]) -> list[Volume]:
+    """The volumes to mount. What only Rok could do is left out and noted in ``rok``
+    (``clone``, ``snapshot``, ``origin``: what each volume asked of Rok)."""
     if raw in (None, ""):
         return []
     if not isinstance(raw, list):
@@ -78,11 +90,14 @@ def _volumes(raw: Any, notebook: str, warnings: list[str]) -> list[Volume]:
         vtype = entry.get("type", "pvc")
         name = entry.get("name", "")
         mount = entry.get("mount_point", "")
+        if vtype == "clone":
+            rok["clone"].append(f"{name!r} at {mount!r}")
+            continue
         if vtype not in VOLUME_TYPES:
             raise NotebookError(
                 f"volume {name!r} has type {vtype!r}",
                 notebook=notebook,
-                fix="use one of: " + ", ".join(VOLUME_TYPES),
+                fix="use one of: " + ", ".join(t for t in VOLUME_TYPES if t != "clone"),
             )
         if not isinstance(name, str) or not isinstance(mount, str) or not name or not mount:
             raise NotebookError(
@@ -92,13 +107,11 @@ def _volumes(raw: Any, notebook: str, warnings: list[str]) -> list[Volume]:
             )
         size = entry.get("size", "")
         size_type = entry.get("size_type", "")
-        annotations = entry.get("annotations") or {}
-        if isinstance(annotations, list):  # Kale stores [{key, value}, ...]
-            annotations = {
-                str(item.get("key", "")): str(item.get("value", ""))
-                for item in annotations
-                if isinstance(item, dict) and item.get("key")
-            }
+        annotations = _annotations(entry.get("annotations"), name, notebook)
+        if entry.get("snapshot") or entry.get("snapshot_name"):
+            rok["snapshot"].append(f"of volume {name!r}")
+        if annotations.get(ROK_ORIGIN):
+            rok["origin"].append(repr(name))
         volumes.append(
             Volume(
                 name=name,
@@ -107,10 +120,66 @@ def _volumes(raw: Any, notebook: str, warnings: list[str]) -> list[Volume]:
                 size=f"{size}{size_type}" if size not in ("", None) else "",
                 storage_class_name=str(entry.get("storage_class_name") or ""),
                 access_mode=str(entry.get("volume_access_mode") or "ReadWriteOnce"),
-                annotations={str(k): str(v) for k, v in dict(annotations).items()},
+                annotations=annotations,
             )
         )
     return volumes
+
+
+def _annotations(raw: Any, volume: str, notebook: str) -> dict[str, str]:
+    """A volume's annotations: Kale stores ``[{key, value}, ...]``; a dict is fine too."""
+    if raw in (None, ""):
+        return {}
+    if isinstance(raw, list):
+        return {
+            str(item.get("key", "")): str(item.get("value", ""))
+            for item in raw
+            if isinstance(item, dict) and item.get("key")
+        }
+    if isinstance(raw, dict):
+        return {str(key): str(value) for key, value in raw.items()}
+    raise NotebookError(
+        f"the annotations of volume {volume!r} are {type(raw).__name__}, not a list",
+        notebook=notebook,
+        fix='write them as [{"key": "...", "value": "..."}] or remove them',
+    )
+
+
+def _rok_warning(raw: dict, rok: dict[str, list[str]], notebook: str) -> str | None:
+    """The one warning about Rok settings, or None. Says what was done instead of each
+    and how the steps can still get the files."""
+    snapshots = [f"'{key}'" for key in ("autosnapshot", "snapshot_volumes") if raw.get(key)]
+    snapshots += rok["snapshot"]
+    done = []
+    if rok["clone"]:
+        many = len(rok["clone"]) > 1
+        done.append(
+            f"the 'clone' volume{'s' if many else ''} " + ", ".join(rok["clone"])
+            + f" (the notebook server's own, cloned from a Rok snapshot for each run) "
+            f"{'are' if many else 'is'} not mounted"
+        )
+    if rok["origin"]:
+        done.append(
+            "new_pvc " + ", ".join(rok["origin"]) + f" starts empty (its {ROK_ORIGIN!r} "
+            "snapshot is not restored)"
+        )
+    if snapshots:
+        done.append("no Rok snapshot is taken (" + ", ".join(snapshots) + ")")
+    if not done:
+        return None
+    text = (
+        f"{notebook}: metadata.kubeflow_notebook: Rok has no Kubeflow Pipelines "
+        "equivalent, so " + "; ".join(done) + "."
+    )
+    if not (rok["clone"] or rok["origin"]):
+        return text + " Fix: remove these settings to silence this"
+    return text + (
+        " Variables still reach the steps as KFP artifacts, but files the steps read "
+        "from those folders are not there. Fix: to give the steps such files, list a "
+        "volume of type 'pvc' naming a PVC of your own that holds them (ReadWriteMany if "
+        "your notebook server keeps it mounted) at the same mount_point, or 'new_pvc' "
+        "for an empty one the pipeline creates; remove the Rok settings to silence this"
+    )
 
 
 def _step_defaults(raw: Any, notebook: str) -> StepSettings:
@@ -128,7 +197,7 @@ def _step_defaults(raw: Any, notebook: str) -> StepSettings:
         raise NotebookError(
             f"steps_defaults: {error.message}", notebook=notebook, fix=error.fix
         ) from None
-    if tags.step or tags.section or tags.prev:
+    if tags.step or tags.section or tags.prev or tags.empty_step_tags:
         raise NotebookError(
             "steps_defaults may hold only limit:, label: and annotation: tags",
             notebook=notebook,
@@ -165,5 +234,16 @@ def apply_notebook_metadata(pipeline: Pipeline, metadata: Any, default_name: str
     pipeline.experiment_name = _text(experiment_name, "experiment_name", notebook)
     pipeline.docker_image = _text(raw.get("docker_image"), "docker_image", notebook).strip()
     pipeline.kfp_host = _text(raw.get("kfp_host"), "kfp_host", notebook)
-    pipeline.volumes = _volumes(raw.get("volumes"), notebook, pipeline.warnings)
+    rok: dict[str, list[str]] = {"clone": [], "snapshot": [], "origin": []}
+    pipeline.volumes = _volumes(raw.get("volumes"), notebook, rok)
+    warning = _rok_warning(raw, rok, notebook)
+    if warning:
+        pipeline.warnings.append(warning)
+    if raw.get("katib_run"):
+        pipeline.warnings.append(
+            f"{notebook}: metadata.kubeflow_notebook.katib_run is true, but no Katib "
+            "experiment is made (katib_metadata is ignored): the script runs the pipeline "
+            "once, with the parameters it is given. Fix: run it with --param NAME=VALUE for "
+            "each trial, or set katib_run to false to silence this"
+        )
     pipeline.defaults = _step_defaults(raw.get("steps_defaults"), notebook)

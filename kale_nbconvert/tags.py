@@ -9,12 +9,20 @@ Pure functions, no notebook needed. Tags (Kale-compatible):
 ``imports``                code prepended to every step (first)
 ``functions``              code prepended to every step (after imports)
 ``pipeline-parameters``    literal assignments -> typed pipeline parameters
+                           (``parameters``, papermill's spelling, is the same)
 ``pipeline-metrics``       ``print(var)`` / ``var`` lines -> KFP run metrics
 ``skip``                   the cell is left out
 ``limit:RESOURCE:QTY``     e.g. ``limit:memory:4Gi``, ``limit:nvidia.com/gpu:1``
 ``label:KEY:VALUE``        pod label
 ``annotation:KEY:VALUE``   pod annotation (the value may contain colons)
 =========================  =================================================
+
+Kale's precedence rule: ``skip``, ``imports``, ``functions``, ``pipeline-parameters``
+and ``pipeline-metrics`` win over every other tag of their cell (Kale's editor leaves
+``prev:`` behind when a step is switched to ``skip``); ``skip`` wins over another
+section tag. An empty ``step:`` or ``block:`` is no tag (Kale's extension leaves
+``block:`` behind). Both are reported back (``CellTags.overridden``,
+``CellTags.empty_step_tags``) so the caller can warn, naming the cell.
 """
 
 from __future__ import annotations
@@ -37,17 +45,24 @@ LIMIT_TEXT = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_./]{0,252}$")
 SECTION_TAGS = ("imports", "functions", "pipeline-parameters", "pipeline-metrics", "skip")
 PREFIX_TAGS = ("step", "block", "prev", "limit", "label", "annotation")
 KNOWN_TAGS = SECTION_TAGS + tuple(f"{prefix}:" for prefix in PREFIX_TAGS)
+SECTION_ALIASES = {"parameters": "pipeline-parameters"}
+"""Other spellings of section tags: ``parameters`` is papermill's parameters cell (and
+the seed's spelling), which holds the same ``name = literal`` lines."""
 
 
 class TagError(ValueError):
     """A tag that cannot be understood; the caller adds the cell and step."""
 
-    def __init__(self, message: str, fix: str | None = None, *, name: str | None = None):
+    def __init__(
+        self, message: str, fix: str | None = None, *, name: str | None = None, kind: str = ""
+    ):
         super().__init__(message)
         self.message = message
         self.fix = fix
         self.name = name
         """For an invalid step name: the name as written (the caller may refine the fix)."""
+        self.kind = kind
+        """For an invalid step name: the tag it is in (``step``, ``block``, ``prev``)."""
 
 
 @dataclass
@@ -62,7 +77,13 @@ class CellTags:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
-    """Tags of other tools (e.g. papermill's ``parameters``) that Kale does not use."""
+    """Tags of other tools (e.g. ``hide-input``) that Kale does not use."""
+    overridden: list[str] = field(default_factory=list)
+    """Tags (as written) that lost to the cell's ``section`` under Kale's precedence
+    rule; the caller warns about them."""
+    empty_step_tags: list[str] = field(default_factory=list)
+    """On a cell whose only step tag is empty (``block:``): that tag and the cell's step
+    settings (``prev:``, ``limit:``...), all ignored as in Kale; the caller warns."""
 
     @property
     def is_tagged(self) -> bool:
@@ -72,11 +93,10 @@ class CellTags:
 def validate_step_name(name: str, kind: str = "step") -> None:
     if not STEP_NAME.match(name):
         what = "empty step name" if not name else f"invalid step name {shown(name)}"
-        raise TagError(
-            f"{what} in '{kind}:': use {STEP_NAME_RULE}",
-            fix=f"rename it, e.g. '{kind}:{normalise_step_name(name)[:60]}'",
-            name=name,
-        )
+        fix = f"rename it, e.g. '{kind}:{normalise_step_name(name)[:60]}'"
+        if not name:
+            fix = f"remove the tag, or write '{kind}:NAME'"
+        raise TagError(f"{what} in '{kind}:': use {STEP_NAME_RULE}", fix=fix, name=name, kind=kind)
 
 
 def kfp_name(name: str) -> str:
@@ -91,6 +111,8 @@ def normalise_step_name(name: str) -> str:
     cleaned = re.sub(r"__+", "_", cleaned) if cleaned.strip("_") else cleaned
     if not cleaned or cleaned[0].isdigit():
         cleaned = "_" + cleaned
+    if not re.search(r"[a-z0-9]", cleaned):  # '_' alone gives Kubeflow no task name
+        cleaned = "step"
     return cleaned
 
 
@@ -158,6 +180,9 @@ def parse_tags(tags) -> CellTags:
             fix="edit the cell's tags in Jupyter's property inspector",
         )
     parsed = CellTags()
+    sections: list[tuple[str, str]] = []  # (as written, canonical)
+    steps: list[str] = []
+    settings: list[str] = []  # step and step-setting tags as written, for precedence
     for tag in tags:
         if not isinstance(tag, str):
             what = repr(tag)
@@ -168,21 +193,17 @@ def parse_tags(tags) -> CellTags:
             )
         tag = tag.strip()
         kind, _, rest = tag.partition(":")
-        if tag in SECTION_TAGS:
-            if parsed.section and parsed.section != tag:
-                raise TagError(
-                    f"tags {parsed.section!r} and {shown(tag)} conflict on one cell",
-                    fix="split the cell in two",
-                )
-            parsed.section = tag
+        if tag in SECTION_TAGS or tag in SECTION_ALIASES:
+            sections.append((tag, SECTION_ALIASES.get(tag, tag)))
+            continue
+        if kind in PREFIX_TAGS and _:
+            settings.append(tag)
+        if kind in ("step", "block") and _ and not rest:
+            parsed.empty_step_tags.append(tag)
         elif kind in ("step", "block") and _:
             validate_step_name(rest, kind)
-            if parsed.step and parsed.step != rest:
-                raise TagError(
-                    f"two step tags on one cell ({shown(parsed.step)} and {shown(rest)})",
-                    fix="keep one step tag per cell, or split the cell",
-                )
-            parsed.step = rest
+            if rest not in steps:
+                steps.append(rest)
         elif kind == "prev" and _:
             validate_step_name(rest, kind)
             if rest not in parsed.prev:
@@ -207,14 +228,37 @@ def parse_tags(tags) -> CellTags:
             if error:
                 raise error
             parsed.ignored.append(tag)
-    if parsed.step and parsed.section:
+    if sections:
+        return _section_wins(parsed, sections, settings)
+    if len(steps) > 1:
         raise TagError(
-            f"tags 'step:{parsed.step}' and {parsed.section!r} conflict on one cell",
-            fix="split the cell in two",
+            f"two step tags on one cell ({shown(steps[0])} and {shown(steps[1])})",
+            fix="keep one step tag per cell, or split the cell",
         )
-    if parsed.section and (parsed.prev or parsed.limits or parsed.labels or parsed.annotations):
+    parsed.step = steps[0] if steps else None
+    if parsed.step:
+        parsed.empty_step_tags = []  # a stray empty tag beside a real one changes nothing
+    elif parsed.empty_step_tags:
+        # The step's name was cleared (Kale's editor leaves 'block:' and the step's
+        # settings behind): as in Kale, the cell is untagged, its settings go too.
+        parsed.empty_step_tags = list(dict.fromkeys(parsed.empty_step_tags + settings))
+        parsed.prev, parsed.limits, parsed.labels, parsed.annotations = [], {}, {}, {}
+    return parsed
+
+
+def _section_wins(parsed: CellTags, sections: list[tuple[str, str]], settings: list[str]) -> CellTags:
+    """Kale's precedence rule: a section tag wins over every step tag and step setting
+    of its cell, and ``skip`` over another section (the cell is left out either way).
+    Two different non-skip sections stay an error: which code would the cell be?"""
+    kinds = list(dict.fromkeys(canonical for _, canonical in sections))
+    if len(kinds) > 1 and "skip" not in kinds:
         raise TagError(
-            f"step settings (prev/limit/label/annotation) on a {parsed.section!r} cell",
-            fix="move them to a cell tagged 'step:NAME'",
+            f"tags {kinds[0]!r} and {kinds[1]!r} conflict on one cell",
+            fix="keep one of them, or split the cell in two",
         )
+    parsed.section = "skip" if "skip" in kinds else kinds[0]
+    losers = [written for written, canonical in sections if canonical != parsed.section]
+    parsed.overridden = list(dict.fromkeys(losers + settings))
+    parsed.prev, parsed.limits, parsed.labels, parsed.annotations = [], {}, {}, {}
+    parsed.empty_step_tags = []
     return parsed

@@ -170,12 +170,6 @@ CASES = [
         cell=1,
     ),
     Case(
-        "step-and-section",
-        nb_bytes([("import os", ["imports", "step:a"])]),
-        ["tags 'step:a' and 'imports' conflict on one cell"],
-        cell=1,
-    ),
-    Case(
         "two-sections",
         nb_bytes([("import os", ["imports", "functions"])]),
         ["tags 'imports' and 'functions' conflict on one cell"],
@@ -194,7 +188,19 @@ CASES = [
         cell=2,
         step="a",
     ),
-    Case("step-name-empty", nb_bytes([("x = 1", ["block:"])]), ["empty step name in 'block:'"], cell=1),
+    Case(
+        "prev-name-empty",
+        nb_bytes([("x = 1", ["step:a"]), ("y = x", ["step:b", "prev:"])]),
+        ["empty step name in 'prev:'", "remove the tag, or name a step that starts above it: 'prev:a'"],
+        cell=2,
+        step="a",
+    ),
+    Case(
+        "step-name-hyphen",
+        nb_bytes([("x = 1", ["step:train-model"])]),
+        ["invalid step name 'train-model'", "'step:train_model'"],
+        cell=1,
+    ),
     Case(
         "names-collide-after-normalisation",
         nb_bytes([("x = 1", ["step:train_model"]), ("y = x", ["step:train-model", "prev:train_model"])]),
@@ -209,43 +215,26 @@ CASES = [
         cell=2,
         step="train__model",
     ),
-    Case(
-        "step-named-keyword",
-        nb_bytes([("x = 1", ["step:class"])]),
-        ["step name 'class' is a Python keyword", "'step:class_step'"],
-        cell=1,
-        step="class",
-    ),
-    Case("step-named-soft-keyword", nb_bytes([("x = 1", ["step:match"])]), ["'match' is a Python keyword"], cell=1, step="match"),
-    Case(
-        "step-named-build-pipeline",
-        nb_bytes([("x = 1", ["step:build_pipeline"])]),
-        ["'build_pipeline' is reserved: the generated script uses that name itself"],
-        cell=1,
-        step="build_pipeline",
-    ),
-    Case("step-named-runtime", nb_bytes([("x = 1", ["step:_kale_run_step"])]), ["is reserved"], cell=1, step="_kale_run_step"),
-    Case("step-named-local", nb_bytes([("x = 1", ["step:local"])]), ["'local' is reserved"], cell=1, step="local"),
-    Case(
-        "step-named-builtin",
-        nb_bytes([("x = 1", ["step:print"])]),
-        ["would shadow Python's built-in 'print'", "'step:print_step'"],
-        cell=1,
-        step="print",
-    ),
-    Case(
-        "step-named-like-a-component",
-        nb_bytes([("x = 1", ["step:a"]), ("y = x", ["step:a_component", "prev:a"])]),
-        ["clashes with step 'a' (cell 1)", "'a_component'", "'step:a_part'"],
-        cell=2,
-        step="a_component",
-    ),
     Case("step-named-underscore", nb_bytes([("x = 1", ["step:_"])]), ["has no letter or digit"], cell=1, step="_"),
     Case(
         "prev-missing",
         nb_bytes([("x = 1", ["step:train"]), ("y = x", ["step:test", "prev:trian"])]),
         ["'prev:trian' names no step", "did you mean 'prev:train'?"],
         cell=2,
+        step="test",
+    ),
+    Case(
+        "prev-missing-on-the-first-step",
+        nb_bytes([("x = 1", ["step:train", "prev:load"])]),
+        ["'prev:load' names no step", "'train' is the first step", "remove 'prev:load'"],
+        cell=1,
+        step="train",
+    ),
+    Case(
+        "prev-missing-no-close-match",
+        nb_bytes([("x = 1", ["step:load"]), ("y = x", ["step:fit", "prev:load"]), ("z = y", ["step:test", "prev:zzz"])]),
+        ["'prev:zzz' names no step", "name a step that starts above it: 'prev:load', 'prev:fit'"],
+        cell=3,
         step="test",
     ),
     Case(
@@ -263,12 +252,6 @@ CASES = [
         step="a",
     ),
     Case("prev-itself", nb_bytes([("x = 1", ["step:a", "prev:a"])]), ["lists itself in 'prev:'"], cell=1, step="a"),
-    Case(
-        "prev-on-imports-cell",
-        nb_bytes([("import os", ["imports", "prev:a"]), ("x = 1", ["step:a"])]),
-        ["step settings (prev/limit/label/annotation) on a 'imports' cell"],
-        cell=1,
-    ),
     Case(
         "label-value-invalid",
         nb_bytes([("x = 1", ["step:a", "label:team:data science"])]),
@@ -345,6 +328,20 @@ CASES = [
         section="pipeline-parameters",
     ),
     Case(
+        "parameters-call",
+        nb_bytes([("n = int('3')", ["parameters"]), ("x = n", ["step:a"])]),
+        ["the value of parameter 'n' is not a literal"],
+        cell=1,
+        section="pipeline-parameters",
+    ),
+    Case(
+        "variable-only-old-kale-injected",
+        nb_bytes([("import os", ["imports"]), ("files = os.listdir(_input_data_folder)", ["block:load"])]),
+        ["step 'load' reads '_input_data_folder', which is never defined in this notebook"],
+        cell=2,
+        step="load",
+    ),
+    Case(
         "parameters-not-assignments",
         nb_bytes([("n = 1\nprint(n)", ["pipeline-parameters"]), ("x = n", ["step:a"])]),
         ["line 2: a parameters cell may only hold 'name = literal' lines"],
@@ -390,8 +387,8 @@ CASES = [
     ),
     Case(
         "parameter-named-like-generated-name",
-        nb_bytes([("a_task = 1", ["pipeline-parameters"]), ("x = a_task", ["step:a"])]),
-        ["parameter 'a_task' clashes with a name the generated pipeline uses"],
+        nb_bytes([("local = 1", ["pipeline-parameters"]), ("x = local", ["step:a"])]),
+        ["parameter 'local' clashes with a name the generated pipeline uses"],
         cell=1,
         section="pipeline-parameters",
     ),
@@ -425,6 +422,20 @@ CASES = [
         section="pipeline-metrics",
     ),
     Case(
+        "metrics-print-text",
+        nb_bytes([("acc = 0.9", ["step:train"]), ('print("accuracy:")\nprint(acc)', ["pipeline-metrics"])]),
+        ["may only hold 'print(variable)' or 'variable' lines", "list only its variable"],
+        cell=2,
+        section="pipeline-metrics",
+    ),
+    Case(
+        "metrics-text-parameter",
+        nb_bytes([("mode = 'fast'", ["pipeline-parameters"]), ("acc = 0.9", ["step:train"]), ("print(mode)", ["pipeline-metrics"])]),
+        ["metric 'mode' is a str pipeline parameter; KFP metrics are numbers", "remove 'mode'"],
+        cell=3,
+        section="pipeline-metrics",
+    ),
+    Case(
         "steps-after-metrics",
         nb_bytes([("acc = 0.9", ["step:train"]), ("acc", ["pipeline-metrics"]), ("x = 1", ["step:late"])]),
         ["step 'late' comes after the pipeline-metrics cell", "move the pipeline-metrics cell to the end"],
@@ -449,6 +460,11 @@ CASES = [
         "volume-bad-type",
         nb_bytes(GOOD, metadata={"volumes": [{"name": "v", "mount_point": "/d", "type": "nfs"}]}),
         ["volume 'v' has type 'nfs'", "pvc, new_pvc, pv"],
+    ),
+    Case(
+        "volume-annotations-not-a-list",
+        nb_bytes(GOOD, metadata={"volumes": [{"name": "v", "mount_point": "/d", "type": "pvc", "annotations": "rok/origin"}]}),
+        ["the annotations of volume 'v' are str, not a list"],
     ),
     Case(
         "steps-defaults-with-step",
@@ -844,14 +860,14 @@ def test_a_failed_rerun_never_feeds_downstream_the_previous_runs_value(tmp_path)
 
 
 def _call_step(script: Path, step: str, **paths) -> subprocess.CompletedProcess:
-    """Run one step function of the generated script as a container would, with the
-    given artifact paths (``x_in=...``, ``y_out=...``)."""
+    """Run one step function of the generated script (step ``b`` is ``b_step``) as a
+    container would, with the given artifact paths (``x_in=...``, ``y_out=...``)."""
     program = (
         "import importlib.util, sys, types\n"
         f"spec = importlib.util.spec_from_file_location('generated', {str(script)!r})\n"
         "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
         f"paths = {paths!r}\n"
-        f"getattr(module, {step!r})(**{{k: types.SimpleNamespace(path=v) for k, v in paths.items()}})\n"
+        f"getattr(module, {step + '_step'!r})(**{{k: types.SimpleNamespace(path=v) for k, v in paths.items()}})\n"
     )
     return subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300)
 

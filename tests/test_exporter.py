@@ -37,7 +37,7 @@ def test_the_script_is_valid_python_with_one_function_per_step():
     script, resources = convert(SIMPLE)
     tree = ast.parse(script)
     functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
-    assert {"make", "add", "build_pipeline"} <= functions
+    assert {"make_step", "add_step", "build_pipeline"} <= functions  # step NAME: NAME_step
     assert resources["output_extension"] == ".py"
 
 

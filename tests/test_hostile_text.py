@@ -64,13 +64,14 @@ def test_hostile_cells_and_metadata_stay_data(tmp_path):
     assert not canary.exists()
     embedded = {}
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name.startswith("s"):
+        if isinstance(node, ast.FunctionDef) and node.name.endswith("_step") and node.name.startswith("s"):
+            step = node.name[: -len("_step")]  # step 's0' is the function 's0_step'
             call = node.body[1].value
             for keyword in call.keywords:
                 if keyword.arg == "cells":
-                    embedded[node.name] = ast.literal_eval(keyword.value)
+                    embedded[step] = ast.literal_eval(keyword.value)
                 if keyword.arg == "step":
-                    assert ast.literal_eval(keyword.value) == node.name
+                    assert ast.literal_eval(keyword.value) == step
     for index, source in enumerate(sources):
         assert embedded[f"s{index}"][0][1] == source, f"cell of step s{index} changed"
     namespace = {}

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import builtins
 import difflib
-import keyword
 import os
 
 from nbconvert.preprocessors import Preprocessor
@@ -14,34 +12,7 @@ from ..errors import NotebookError
 from ..magics import ipython_to_python
 from ..model import RESOURCE_KEY, Cell, Pipeline, Step, StepSettings
 from ..notebook_metadata import apply_notebook_metadata
-from ..tags import STEP_NAME_RULE, TagError, kfp_name, parse_tags
-
-RESERVED_STEP_NAMES = frozenset(
-    {
-        "dsl",
-        "kfp",
-        "kubernetes",
-        "compiler",
-        "main",
-        "build_pipeline",
-        "pipeline",
-        "pipeline_metrics",
-        "notebook_pipeline",
-        "local",
-        "argparse",
-        "sys",
-        "os",
-        "Input",
-        "Output",
-        "Artifact",
-        "Metrics",
-    }
-)
-"""Identifiers the generated script defines or uses itself; a step may not shadow them."""
-
-BUILTIN_NAMES = frozenset(name for name in dir(builtins) if not name.startswith("__"))
-"""A step function named ``print`` or ``sorted`` would shadow the built-in for the
-generated script and the in-step runtime."""
+from ..tags import STEP_NAME_RULE, CellTags, TagError, kfp_name, parse_tags, shown
 
 SECTIONS = {
     "imports": "imports_cells",
@@ -94,6 +65,7 @@ class TagMergePreprocessor(Preprocessor):
     def _merge_cells(self, nb, pipeline: Pipeline) -> None:
         current: Step | str | None = None  # a Step, a section name, or nothing yet
         untagged_before_first: list[int] = []
+        empty_tags: dict[tuple, list[int]] = {}  # (ignored tags, joined) -> cells
         seen_metrics = False
         cells = nb.get("cells")
         if not isinstance(cells, list):
@@ -115,7 +87,7 @@ class TagMergePreprocessor(Preprocessor):
             except TagError as error:
                 fix = error.fix
                 if error.name is not None:
-                    fix = self._name_fix(pipeline, error)
+                    fix = self._name_fix(pipeline, error, _own_step(tags_raw, step_hint))
                 raise NotebookError(
                     error.message,
                     notebook=pipeline.notebook,
@@ -124,6 +96,7 @@ class TagMergePreprocessor(Preprocessor):
                     fix=fix,
                     section=section_hint,
                 ) from None
+            self._warn_about_tags(pipeline, number, tags, current, empty_tags)
             if tags.section == "skip":
                 pipeline.skipped_cells.append(Cell(number, source, source))
                 continue
@@ -165,6 +138,20 @@ class TagMergePreprocessor(Preprocessor):
                         section=current,
                     )
                 getattr(pipeline, SECTIONS[current]).append(cell)
+        for (ignored, joined), numbers in empty_tags.items():
+            one = len(numbers) == 1
+            cells = ("cell " if one else "cells ") + ", ".join(map(str, numbers))
+            if joined:
+                what = f"the {'cell joins' if one else 'cells join'} {joined} above"
+            else:
+                what = f"the {'cell is' if one else 'cells are'} before the first tag, so not part of the pipeline"
+            settings = ", ".join(shown(tag) for tag in ignored[1:])
+            also = f" and so are its step settings {settings}" if settings else ""
+            pipeline.warnings.append(
+                f"{pipeline.notebook}, {cells}: the tag {shown(ignored[0])} names no step, so "
+                f"it is ignored as in Kale{also}: {what}. Fix: remove the tag, or write "
+                "'step:NAME' to start a step there"
+            )
         if untagged_before_first:
             cells = ", ".join(str(n) for n in untagged_before_first)
             message = (
@@ -233,17 +220,31 @@ class TagMergePreprocessor(Preprocessor):
         return source, [] if tags is None else tags
 
     @staticmethod
-    def _name_fix(pipeline: Pipeline, error: TagError) -> str:
+    def _name_fix(pipeline: Pipeline, error: TagError, current: str | None) -> str:
         """The fix for an invalid step name, pointing at an existing step it resembles
-        (``train-model`` when ``train_model`` exists)."""
-        fix = error.fix or ""
+        (``train-model`` when ``train_model`` exists). A ``prev:`` can only name a step
+        that starts above (not ``current``, the step the cell is in), so only those are
+        suggested: a suggestion must work when followed."""
+        kind = error.kind or "step"
         for step in pipeline.steps.values():
             if kfp_name(step.name) == kfp_name(error.name) or step.name == error.name.lower():
-                return (
-                    f"write 'step:{step.name}' to continue the step of cell "
-                    f"{step.first_cell}, or choose another name ({STEP_NAME_RULE})"
-                )
-        return fix
+                if kind == "prev" and step.name != current:
+                    return f"write 'prev:{step.name}'"
+                if kind != "prev":
+                    return (
+                        f"write '{kind}:{step.name}' to continue the step of cell "
+                        f"{step.first_cell}, or choose another name ({STEP_NAME_RULE})"
+                    )
+        if kind != "prev":
+            return error.fix or ""
+        above = [name for name in pipeline.steps if name != current]
+        if not above:
+            return "remove the tag: no step starts above this cell"
+        close = difflib.get_close_matches(error.name.lower(), above, n=1)
+        if close:
+            return f"did you mean 'prev:{close[0]}'?"
+        listed = "name a step that starts above it: " + ", ".join(f"'prev:{n}'" for n in above)
+        return listed if error.name else "remove the tag, or " + listed
 
     def _code(self, source, pipeline: Pipeline, number: int, step, section) -> str:
         try:
@@ -260,31 +261,27 @@ class TagMergePreprocessor(Preprocessor):
             ) from None
 
     def _step(self, pipeline: Pipeline, name: str, number: int) -> Step:
+        """The step ``name`` (created on first use). Any name of the tag grammar is valid,
+        Python keywords and builtins included: the script's identifiers are derived
+        from it without collisions (``script_context.generated_names``). Only what
+        Kubeflow cannot tell apart is refused."""
         step = pipeline.steps.get(name)
         if step is not None:
             return step
 
-        def refuse(why: str, fix: str | None = None) -> NotebookError:
+        def refuse(why: str, fix: str) -> NotebookError:
             return NotebookError(
                 f"step name {name!r} {why}",
                 notebook=pipeline.notebook,
                 cell=number,
                 step=name,
-                fix=fix or f"rename the step, e.g. 'step:{name.strip('_') or 'step'}_step'",
+                fix=fix,
             )
 
         if not kfp_name(name):
             raise refuse(
                 "has no letter or digit, so Kubeflow cannot name its task",
                 fix="give the step a name with letters, e.g. 'step:train'",
-            )
-        if keyword.iskeyword(name) or keyword.issoftkeyword(name):
-            raise refuse("is a Python keyword")
-        if name in RESERVED_STEP_NAMES or name.startswith("_kale"):
-            raise refuse("is reserved: the generated script uses that name itself")
-        if name in BUILTIN_NAMES:
-            raise refuse(
-                f"would shadow Python's built-in {name!r} in the generated script"
             )
         for other in pipeline.steps.values():
             if kfp_name(other.name) == kfp_name(name):
@@ -294,19 +291,34 @@ class TagMergePreprocessor(Preprocessor):
                     fix=f"write 'step:{other.name}' to continue that step, or choose a "
                     "clearly different name",
                 )
-            if other.name + "_component" in (name,) or name + "_component" == other.name:
-                base, generated = (
-                    (other.name, name) if name == other.name + "_component" else (name, other.name)
-                )
-                raise refuse(
-                    f"clashes with step {other.name!r} (cell {other.first_cell}): the "
-                    f"generated script calls the component of step {base!r} {generated!r}",
-                    fix=f"rename step {name!r}, e.g. 'step:"
-                    + (name[: -len("_component")] + "_part" if name.endswith("_component") else name + "_step")
-                    + "'",
-                )
         step = pipeline.steps[name] = Step(name=name)
         return step
+
+    @staticmethod
+    def _warn_about_tags(
+        pipeline: Pipeline, number: int, tags: CellTags, current, empty_tags: dict
+    ) -> None:
+        """Tags Kale tolerates but that do nothing: say what was done instead, naming
+        the cell, so a tag left behind by Kale's editor is visible, not an error. Empty
+        step tags come in runs (Kale's extension leaves one per cell), so they are
+        collected in ``empty_tags`` and reported once per step they join."""
+        if tags.overridden:
+            ignored = ", ".join(shown(tag) for tag in tags.overridden)
+            what = "the cell is left out" if tags.section == "skip" else (
+                f"the cell is {tags.section!r} code"
+            )
+            pipeline.warnings.append(
+                f"{pipeline.notebook}, cell {number}: the tag {tags.section!r} wins over the "
+                f"cell's other tags (Kale's rule), so {ignored} "
+                f"{'is' if len(tags.overridden) == 1 else 'are'} ignored and {what}. Fix: "
+                "remove the ignored tags, or split the cell"
+            )
+        if tags.empty_step_tags:
+            if isinstance(current, Step):
+                joined = f"step {current.name!r}"
+            else:
+                joined = f"the {current!r} cells" if current else ""
+            empty_tags.setdefault((tuple(tags.empty_step_tags), joined), []).append(number)
 
     def _add_to_step(self, pipeline: Pipeline, step: Step, cell: Cell, tags) -> None:
         step.cells.append(cell)
@@ -332,16 +344,12 @@ class TagMergePreprocessor(Preprocessor):
             for target in step.prev:
                 cell = step.prev_cells[target]
                 if target not in pipeline.steps:
-                    close = difflib.get_close_matches(target, list(pipeline.steps), n=1)
-                    fix = f"did you mean 'prev:{close[0]}'?" if close else (
-                        "name a step defined above: " + ", ".join(pipeline.steps)
-                    )
                     raise NotebookError(
                         f"'prev:{target}' names no step",
                         notebook=pipeline.notebook,
                         cell=cell,
                         step=step.name,
-                        fix=fix,
+                        fix=_unknown_prev_fix(pipeline, step, target, order),
                     )
                 if order[target] > order[step.name]:
                     cycle = _path(pipeline, target, step.name)
@@ -381,3 +389,26 @@ def _path(pipeline: Pipeline, start: str, goal: str) -> list[str]:
             if previous in pipeline.steps:
                 stack.append(path + [previous])
     return []
+
+
+def _unknown_prev_fix(pipeline: Pipeline, step: Step, target: str, order: dict) -> str:
+    """The fix for ``prev:`` naming no step. Only steps that start above ``step`` can be
+    followed, so only they are suggested (never ``step`` itself, never a later step:
+    either suggestion would fail again when followed)."""
+    above = [name for name in pipeline.steps if order[name] < order[step.name]]
+    if not above:
+        return f"step {step.name!r} is the first step, so it cannot follow another: remove 'prev:{target}'"
+    close = difflib.get_close_matches(target, above, n=1)
+    if close:
+        return f"did you mean 'prev:{close[0]}'?"
+    return "name a step that starts above it: " + ", ".join(f"'prev:{name}'" for name in above)
+
+
+def _own_step(tags_raw, step_hint: str | None) -> str | None:
+    """The step a cell belongs to, read from its raw tags when they could not all be
+    parsed: its own ``step:``/``block:`` tag, else the step above (``step_hint``)."""
+    for tag in tags_raw if isinstance(tags_raw, (list, tuple)) else ():
+        kind, colon, name = tag.strip().partition(":") if isinstance(tag, str) else ("", "", "")
+        if kind in ("step", "block") and colon and name:
+            return name
+    return step_hint
