@@ -249,57 +249,103 @@ class DataflowPlanner:
 
     def _undefined(self, step: Step, name: str, cell: int, line: int) -> NotebookError:
         pipeline = self.pipeline
-        where = self._defined_elsewhere(name, cell)
+        where, fix = self._defined_elsewhere(name, cell, step)
         if step.is_metrics:  # not a step of the user's: speak of the cell they tagged
             reader, place = "the pipeline-metrics cell reports", {"section": "pipeline-metrics"}
-            fix = f"compute {name!r} in a step; the metrics cell only names values steps computed"
+            fix = fix or (
+                f"compute {name!r} in a step; the metrics cell only names values steps computed"
+            )
         else:
             reader, place = f"step {step.name!r} reads", {"step": step.name}
-            fix = f"define {name!r} in this step or in a step it follows (prev:)"
+            fix = fix or f"define {name!r} in this step or in a step it follows (prev:)"
         return NotebookError(
             f"{reader} {name!r}, which {where}",
             notebook=pipeline.notebook, cell=cell, line=line, fix=fix, **place,
         )
 
-    def _defined_elsewhere(self, name: str, reading_cell: int) -> str:
-        """Where ``name`` is defined, for an error message that points at the fix."""
+    def _defined_elsewhere(self, name: str, reading_cell: int, step: Step) -> tuple[str, str | None]:
+        """Where ``name`` is defined, and a fix that works when followed (None: the
+        generic one). Steps are planned in the order they start, so a name nobody
+        planned so far binds may still be set: later in the same step, or by a step that
+        starts below this one. "Never defined" is said only when no cell binds it."""
         pipeline = self.pipeline
         for cell in pipeline.skipped_cells:
             if _binds(cell.code, name):
-                return f"is defined in cell {cell.number}, which is tagged 'skip'"
-        later = [
-            (cell.number, other.name)
-            for other in pipeline.step_list()
-            for cell in other.cells
-            if cell.number > reading_cell and _binds(cell.code, name)
-        ]
-        if later:
-            number, other = min(later)
-            return f"is defined only later, in step {other!r} (cell {number})"
+                return (
+                    f"is defined in cell {cell.number}, which is tagged 'skip'",
+                    f"remove the 'skip' tag from cell {cell.number}, or define {name!r} in "
+                    "a step above",
+                )
+        steps = pipeline.step_list()
+        for cell in step.cells:
+            if cell.number >= reading_cell and _binds(cell.code, name):
+                return (
+                    f"is set only later in the same step, in cell {cell.number}",
+                    f"move the code that sets {name!r} (cell {cell.number}) above where "
+                    f"cell {reading_cell} reads it",
+                )
+        after = steps[steps.index(step) + 1 :] if step in steps else []
+        below = [(cell.number, other) for other in after for cell in other.cells if _binds(cell.code, name)]
+        if below and not step.is_metrics:
+            number, other = min(below, key=lambda found: found[0])
+            where = f"is defined in step {other.name!r}, cell {number}, which runs after {step.name!r}"
+            if number < reading_cell:  # the steps interleave: the cell reads it from above
+                from .tags import kfp_name
+
+                taken = {kfp_name(existing) for existing in pipeline.steps}
+                new, count = f"{step.name}_after_{other.name}", 2
+                while kfp_name(new) in taken:
+                    new, count = f"{step.name}_after_{other.name}_{count}", count + 1
+                return where, (
+                    f"make cell {reading_cell} a step of its own that follows {other.name!r}: "
+                    f"tag it 'step:{new}' and 'prev:{other.name}'"
+                )
+            follows = other.name in self.ancestors.get(step.name, set())
+            prev = "" if follows else f", and add the tag 'prev:{other.name}' to step {step.name!r}"
+            return where, (
+                f"move the cells of step {other.name!r} above cell {step.first_cell}, where "
+                f"step {step.name!r} starts{prev}"
+            )
         for cell in pipeline.parameters_cells + pipeline.metrics_cells:
             if _binds(cell.code, name):
-                return f"is defined in cell {cell.number}, which is not a step"
-        return "is never defined in this notebook"
+                return f"is defined in cell {cell.number}, which is not a step", None
+        return "is never defined in this notebook", None
 
     # -- metrics ---------------------------------------------------------------
     def _plan_metrics(self) -> None:
+        """The metrics step: reads each listed variable from the step that last set it.
+        A listed pipeline parameter is reported too (Kale's own test notebook lists
+        one) with the run's value: the step receives it as a parameter, like any step.
+
+        The step is named ``pipeline_metrics`` unless a step of the notebook already
+        is (any name is a valid step name), then ``pipeline_metrics_2``, ..."""
+        from .tags import kfp_name
+
         names = metric_names(self.pipeline)
         if not names:
             return
-        step = Step(name=METRICS_STEP, is_metrics=True)
+        taken = {kfp_name(name) for name in self.pipeline.steps}
+        name, number = METRICS_STEP, 2
+        while kfp_name(name) in taken:
+            name, number = f"{METRICS_STEP}_{number}", number + 1
+        step = Step(name=name, is_metrics=True)
         step.cells = []
         everything = set(self.ancestors) | set(self.pipeline.steps)
-        for name, cell, line in names:
-            if name in self.pipeline.parameters:
+        for variable, cell, line in names:
+            parameter = self.pipeline.parameters.get(variable)
+            if parameter and parameter.type_name not in ("int", "float", "bool"):
                 raise NotebookError(
-                    f"metric {name!r} is a pipeline parameter",
+                    f"metric {variable!r} is a {parameter.type_name} pipeline parameter; "
+                    "KFP metrics are numbers",
                     notebook=self.pipeline.notebook,
                     cell=cell,
                     line=line,
-                    fix="report a value a step computes",
+                    section="pipeline-metrics",
+                    fix=f"remove {variable!r} from the pipeline-metrics cell (its value is "
+                    "shown with the run's parameters)",
                 )
-            self._resolve(step, name, cell, line, False, everything)
-        self.pipeline.steps[METRICS_STEP] = step
+            self._resolve(step, variable, cell, line, False, everything)
+        self.pipeline.steps[name] = step
 
 
 def _binds(code: str, name: str) -> bool:
@@ -316,6 +362,39 @@ def plan_dataflow(pipeline: Pipeline, rules: CallRules = DEFAULT_RULES) -> None:
     ``replayed_imports`` and ``upstream`` of every step; raise :class:`NotebookError`
     where the pipeline would not compute what the notebook computes."""
     DataflowPlanner(pipeline, rules).plan()
+    watched_inputs(pipeline)
+
+
+def watched_inputs(pipeline: Pipeline) -> None:
+    """Fill each step's ``watched_inputs``: input name -> the later steps that read the
+    same name from the same producer.
+
+    Static analysis cannot see every in-place change (a third-party method, ``exec``,
+    aliasing). If a step changed such an input unseen, the notebook's later readers would
+    see the change while the pipeline's get the producer's artifact: the run would
+    silently diverge. So each step checks at run time only the inputs where that can
+    matter: those someone reads later from the same producer and that the step does not
+    hand on itself (an output is an expected change). A reader counts as later if any of
+    its cells comes after the step's first cell (steps can interleave). Inputs nobody
+    reads later are not checked at all.
+    """
+    steps = pipeline.step_list()
+    for step in steps:
+        step.watched_inputs = {}
+        if step.is_metrics:
+            continue  # it only reports values; nothing runs after it
+        for artifact in step.inputs:
+            if artifact.name in step.outputs:
+                continue
+            readers = [
+                other.name
+                for other in steps
+                if other is not step
+                and (other.is_metrics or any(cell.number > step.first_cell for cell in other.cells))
+                and any(a.name == artifact.name and a.producer == artifact.producer for a in other.inputs)
+            ]
+            if readers:
+                step.watched_inputs[artifact.name] = readers
 
 
 def dataflow_table(pipeline: Pipeline) -> str:

@@ -93,6 +93,11 @@ class Step:
     in_place_changes: dict[str, str] = field(default_factory=dict)
     """Names this step may change in place, and why ("cell 4, line 2: model.fit(X)"),
     for ``explain`` and the script's data-flow table."""
+    watched_inputs: dict[str, list[str]] = field(default_factory=dict)
+    """Inputs the plan expects this step to leave unchanged but that later steps (in
+    notebook order) read from the same producer -> those steps. The step checks them
+    at run time: an unseen in-place change would reach them in the notebook, not in the
+    pipeline (``dataflow.watched_inputs``)."""
     # Filled by marshal injection.
     packages: list[str] = field(default_factory=list)
     output_kinds: dict[str, str] = field(default_factory=dict)
