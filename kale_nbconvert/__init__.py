@@ -25,3 +25,9 @@ def __getattr__(name):
 
         return getattr(api, name)
     raise AttributeError(name)
+
+
+def _jupyter_server_extension_points():
+    """jupyter_server's hook: the extension that gives JupyterLab's Export > Kale its
+    error page (enabled by ``etc/jupyter/jupyter_server_config.d/kale_nbconvert.json``)."""
+    return [{"module": "kale_nbconvert.jupyter_server_extension"}]

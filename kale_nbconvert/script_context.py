@@ -6,21 +6,122 @@ made here, in Python, so ``templates/kale/index.py.j2`` holds layout only.
 
 from __future__ import annotations
 
+import ast
+import builtins
 import inspect
+import keyword
 import re
+import textwrap
 from dataclasses import dataclass, field
 
 from . import __version__, launcher, runtime
 from .dataflow import dataflow_table
-from .errors import NotebookError
+from .errors import NotebookError, _one_line
 from .literals import docstring_text, py_literal
 from .model import Pipeline, Step
+from .tags import kfp_name
 from .task_settings import kubernetes_calls, task_calls, uses_kubernetes
+
+
+SCRIPT_GLOBALS = frozenset(
+    {
+        "sys", "dsl", "kubernetes", "Artifact", "Dataset", "Input", "Metrics", "Model", "Output",
+        "PIPELINE_NAME", "EXPERIMENT_NAME", "KFP_HOST", "BASE_IMAGE", "PACKAGES", "PARAMETERS",
+        "PRELOAD", "RUNTIME", "_kale_shared_cells", "build_pipeline", "pipeline",
+        "local", "_kale_component",
+    }
+)
+"""What ``index.py.j2`` itself defines or imports at module level (and ``build_pipeline``'s
+own locals). A test checks this list against a rendered script."""
+
+
+@dataclass(frozen=True)
+class StepNames:
+    """The Python identifiers the script uses for one step, and its name in Kubeflow."""
+
+    function: str
+    """The component's function (module level), ``train_step`` for step ``train``."""
+    component: str
+    """The component, a local of ``build_pipeline``."""
+    task: str
+    """The task, a local of the pipeline function."""
+    kfp: str
+    """The component and task name in KFP (``train_model`` -> ``train-model``)."""
+
+
+@dataclass
+class ScriptNames:
+    steps: dict[str, StepNames]
+    pipeline_function: str
+    volumes: list[str]
+    """The variable of each volume's ``CreatePVC`` task, in ``pipeline.volumes`` order."""
+
+
+def _module_names(module) -> set[str]:
+    """Top-level names the embedded source of ``module`` defines."""
+    names = set()
+    for node in ast.parse(inspect.getsource(module)).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for target in targets for t in ast.walk(target) if isinstance(t, ast.Name)}
+    return names
+
+
+def _unique(candidate: str, taken: set[str], fallback: str) -> str:
+    """``candidate`` (or ``fallback`` if it is no identifier), numbered until it is in
+    no use; it is then taken."""
+    if not candidate.isidentifier():
+        candidate = fallback
+    name, number = candidate, 2
+    while name in taken or keyword.iskeyword(name):
+        name, number = f"{candidate}_{number}", number + 1
+    taken.add(name)
+    return name
+
+
+def generated_names(pipeline: Pipeline) -> ScriptNames:
+    """Every identifier the script derives from the notebook, decided in one place.
+
+    A step may be called anything the tag grammar allows (``sum``, ``class``, ``os``,
+    ``pipeline``, ``a`` next to ``a_step``...), so a step never becomes an identifier
+    as is: its function is ``<name>_step``, its component ``<name>_component``, its task
+    ``<name>_task``, each numbered (``_2``) if that is already in use. All of them,
+    the parameters, the script's own globals, the embedded runtime and launcher, Python's
+    keywords and builtins share one set of taken names, so no two can collide, whatever
+    the scope. The step's own name stays what users see: the KFP component and task
+    (``kfp``), the run folder, ``kale-run.json``, messages.
+    """
+    taken = set(SCRIPT_GLOBALS) | set(dir(builtins)) | set(keyword.softkwlist)
+    taken |= _module_names(runtime) | _module_names(launcher)
+    taken |= set(pipeline.parameters)
+    function = _unique(pipeline.name.replace("-", "_") + "_pipeline", taken, "notebook_pipeline")
+    steps = {}
+    for step in pipeline.step_list():
+        steps[step.name] = StepNames(
+            function=_unique(f"{step.name}_step", taken, "step"),
+            component=_unique(f"{step.name}_component", taken, "component"),
+            task=_unique(f"{step.name}_task", taken, "task"),
+            kfp=kfp_name(step.name),
+        )
+    volumes = [
+        _unique("volume_" + re.sub(r"\W", "_", volume.name) + "_pvc", taken, "volume_pvc")
+        for volume in pipeline.volumes
+    ]
+    return ScriptNames(steps, function, volumes)
 
 
 @dataclass
 class StepView:
     name: str
+    function: str
+    component: str
+    task: str
+    kfp_name: str
+    """A Python literal."""
     signature: str
     docstring: str
     body: str
@@ -60,12 +161,12 @@ def _body(step: Step, pipeline: Pipeline) -> str:
         f"{py_literal(a.name)}: ({a.input_argument}, {py_literal(a.producer)})"
         for a in step.inputs
     ) + "}"
+    parameters = "{" + ", ".join(f"{py_literal(n)}: {n}" for n in step.parameters) + "}"
     if step.is_metrics:
-        return f"_kale_log_metrics({py_literal(pipeline.notebook)}, {inputs}, metrics)"
+        return f"_kale_log_metrics({py_literal(pipeline.notebook)}, {inputs}, metrics, {parameters})"
     cells = "".join(
         f"        ({cell.number}, {py_literal(cell.code)}),\n" for cell in step.cells
     )
-    parameters = "{" + ", ".join(f"{py_literal(n)}: {n}" for n in step.parameters) + "}"
     outputs = "{" + ", ".join(f"{py_literal(n)}: {n}_out" for n in step.outputs) + "}"
     output_cells = "{" + ", ".join(
         f"{py_literal(n)}: {step.output_cells[n]}" for n in step.outputs if n in step.output_cells
@@ -82,7 +183,8 @@ def _body(step: Step, pipeline: Pipeline) -> str:
         f"        outputs={outputs},\n"
         f"        uses_ipython={step.uses_ipython or any(c.uses_ipython for c in pipeline.shared_cells)},\n"
         f"        output_cells={output_cells},\n"
-        "    )"
+        + (f"        watched={py_literal(step.watched_inputs)},\n" if step.watched_inputs else "")
+        + "    )"
     )
 
 
@@ -93,20 +195,19 @@ def _docstring(step: Step) -> str:
     return f"Step {step.name}: notebook cells {numbers}."
 
 
-def _arguments(step: Step, pipeline: Pipeline) -> str:
+def _arguments(step: Step, pipeline: Pipeline, names: ScriptNames) -> str:
     arguments = [
-        f'{a.input_argument}={a.producer}_task.outputs["{a.name}_out"]' for a in step.inputs
+        f'{a.input_argument}={names.steps[a.producer].task}.outputs["{a.name}_out"]'
+        for a in step.inputs
     ]
     arguments += [f"{name}={name}" for name in step.parameters]
     return ", ".join(arguments)
 
 
 def _check_identifiers(pipeline: Pipeline) -> None:
-    """Parameters must not shadow the names the pipeline function body uses."""
-    generated = set()
-    for name in pipeline.steps:
-        generated |= {f"{name}_task", f"{name}_component"}
-    generated |= {"dsl", "kubernetes", "local", "_kale_component"}
+    """Parameters must not shadow the fixed names the pipeline function body uses (the
+    names derived from steps and volumes avoid the parameters: ``generated_names``)."""
+    generated = {"dsl", "kubernetes", "local", "_kale_component"}
     for parameter in pipeline.parameters.values():
         if parameter.name in generated:
             raise NotebookError(
@@ -117,13 +218,6 @@ def _check_identifiers(pipeline: Pipeline) -> None:
                 line=parameter.line,
                 fix=f"rename it, e.g. {parameter.name}_value",
             )
-
-
-def _pipeline_function(pipeline: Pipeline) -> str:
-    name = pipeline.name.replace("-", "_") + "_pipeline"
-    if not name.isidentifier() or name in pipeline.steps or name in pipeline.parameters:
-        name = "notebook_pipeline"
-    return name
 
 
 def _check_volumes(pipeline: Pipeline) -> None:
@@ -137,21 +231,49 @@ def _check_volumes(pipeline: Pipeline) -> None:
             )
 
 
+def _warnings_text(pipeline: Pipeline) -> str:
+    """The conversion's warnings, for the script's docstring: from JupyterLab's Export
+    the log is out of sight, the downloaded script is not."""
+    if not pipeline.warnings:
+        return ""
+    lines = ["Conversion warnings (also logged when converting):"]
+    for message in pipeline.warnings:
+        lines += textwrap.wrap(
+            _one_line(str(message)),  # a notebook named "a\nb" stays one visible name
+            width=88,
+            initial_indent="    - ",
+            subsequent_indent="      ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+    return "\n".join(lines) + "\n\n"
+
+
 def script_context(pipeline: Pipeline) -> dict:
     """What ``index.py.j2`` needs, all Python literals or validated identifiers."""
     _check_identifiers(pipeline)
     _check_volumes(pipeline)
+    names = generated_names(pipeline)
     steps = []
     for step in pipeline.step_list():
+        own = names.steps[step.name]
         steps.append(
             StepView(
                 name=step.name,
+                function=own.function,
+                component=own.component,
+                task=own.task,
+                kfp_name=py_literal(own.kfp),
                 signature=", ".join(_signature(step, pipeline)),
                 docstring=docstring_text(_docstring(step)),
                 body=_body(step, pipeline),
                 packages=py_literal(step.packages),
-                arguments=_arguments(step, pipeline),
-                after=[name for name in step.prev if name not in {a.producer for a in step.inputs}],
+                arguments=_arguments(step, pipeline, names),
+                after=[
+                    names.steps[name].task
+                    for name in step.prev
+                    if name not in {a.producer for a in step.inputs}
+                ],
                 task_calls=task_calls(step, pipeline),
                 kubernetes_calls=kubernetes_calls(step, pipeline),
             )
@@ -167,7 +289,8 @@ def script_context(pipeline: Pipeline) -> dict:
         f"kale_nbconvert {__version__}.\n\n"
         + (f"{pipeline.description}\n\n" if pipeline.description else "")
         + "Edit the notebook and convert it again rather than editing this file.\n\n"
-        "Data flow (inputs arrive as KFP artifacts from the named step):\n\n"
+        + _warnings_text(pipeline)
+        + "Data flow (inputs arrive as KFP artifacts from the named step):\n\n"
         + "\n".join("    " + line for line in dataflow_table(pipeline).splitlines())
         + "\n\nUsage:\n"
         "    python THIS_FILE                      compile to YAML next to this file\n"
@@ -196,7 +319,7 @@ def script_context(pipeline: Pipeline) -> dict:
         "uses_kubernetes": uses_kubernetes(pipeline),
         "volumes": [
             {
-                "variable": "volume_" + re.sub(r"\W", "_", volume.name),
+                "variable": variable,
                 "type": volume.type,
                 "mount_point": py_literal(volume.mount_point),
                 "pvc_name": py_literal(volume.name),
@@ -204,7 +327,7 @@ def script_context(pipeline: Pipeline) -> dict:
                 "access_mode": py_literal(volume.access_mode),
                 "storage_class": py_literal(volume.storage_class_name) if volume.storage_class_name else "",
             }
-            for volume in pipeline.volumes
+            for volume, variable in zip(pipeline.volumes, names.volumes)
         ],
-        "pipeline_function": _pipeline_function(pipeline),
+        "pipeline_function": names.pipeline_function,
     }

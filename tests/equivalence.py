@@ -16,6 +16,15 @@ import nbformat
 
 from helpers import convert, run_script
 
+RESEED_DIR = Path(__file__).resolve().parent / "reseed"
+RESEED_CELL = (
+    "import random as __kale_random\n__kale_random.seed({seed})\ndel __kale_random\n"
+    "try:\n    import numpy as __kale_numpy\n    __kale_numpy.random.seed({seed})\n"
+    "    del __kale_numpy\nexcept ImportError:\n    pass"
+)
+"""Put before each step's first cell when ``reseed`` is given: the notebook then draws
+per step what the pipeline's fresh step processes draw (tests/reseed)."""
+
 SNAPSHOT_CELL = (
     "from kale_nbconvert.runtime import _kale_snapshot as __kale_snapshot\n"
     "__kale_snapshot(globals(), {folder!r})\n"
@@ -30,31 +39,60 @@ def load_snapshot(folder: Path) -> dict:
     return values
 
 
-def notebook_snapshots(notebook: Path, workdir: Path, steps) -> dict[str, dict]:
-    """Run ``notebook`` with nbclient; globals after each step's last cell, by step."""
+def notebook_snapshots(notebook: Path, workdir: Path, steps, outside=(), reseed=None) -> dict[str, dict]:
+    """Run ``notebook`` with nbclient; globals after each step's last cell, by step.
+
+    ``outside`` are the numbers of cells the pipeline leaves out (``skip``, before the
+    first tag): one of them may fail, as it would when a user runs all cells and reads
+    on (Kale's own examples hold plots written for older libraries); a failing cell the
+    pipeline runs fails the comparison.
+    """
     import nbclient
 
     nb = nbformat.read(notebook, as_version=4)
+    numbered = list(enumerate(nb.cells, start=1))
     last_cell = {}
+    first_cell = set()
     for step in steps:
         if step.cells:
             last_cell[step.cells[-1].number] = step.name
+            first_cell.add(step.cells[0].number)
     cells = []
-    for index, cell in enumerate(nb.cells, start=1):
+    for index, cell in numbered:
+        if reseed is not None and index in first_cell:
+            cells.append(nbformat.v4.new_code_cell(RESEED_CELL.format(seed=reseed)))
         cells.append(cell)
         if index in last_cell:
             folder = workdir / "notebook" / last_cell[index]
             cells.append(nbformat.v4.new_code_cell(SNAPSHOT_CELL.format(folder=str(folder))))
     nb.cells = cells
     nbclient.NotebookClient(
-        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}
+        nb, timeout=600, kernel_name="python3", allow_errors=bool(outside),
+        resources={"metadata": {"path": str(notebook.parent)}},
     ).execute()
+    for index, cell in numbered:
+        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors or index in outside, (
+            f"{notebook.name} cell {index} failed in the notebook: {errors[0].get('ename')}: "
+            f"{errors[0].get('evalue')}"
+        )
     return {step: load_snapshot(workdir / "notebook" / step) for step in last_cell.values()}
 
 
-def pipeline_snapshots(script: Path, workdir: Path, *args) -> dict[str, dict]:
+def _reseed_env(seed) -> dict[str, str]:
+    """Environment that makes every new Python process start with seeded generators."""
+    import os
+
+    if seed is None:
+        return {}
+    path = os.pathsep.join(filter(None, [str(RESEED_DIR), os.environ.get("PYTHONPATH")]))
+    return {"KALE_TEST_RESEED": str(seed), "PYTHONPATH": path}
+
+
+def pipeline_snapshots(script: Path, workdir: Path, *args, reseed=None) -> dict[str, dict]:
     folder = workdir / "pipeline"
-    result = run_script(script, "--local", *args, env={"KALE_NBCONVERT_SNAPSHOT_DIR": str(folder)})
+    env = {"KALE_NBCONVERT_SNAPSHOT_DIR": str(folder), **_reseed_env(reseed)}
+    result = run_script(script, "--local", *args, env=env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return {path.name: load_snapshot(path) for path in sorted(folder.iterdir())}
 
@@ -112,17 +150,36 @@ def assert_same(left, right, where: str) -> None:
         assert repr(left) == repr(right), f"{where}: {left!r} != {right!r}"
 
 
-def assert_pipeline_matches_notebook(notebook: Path, workdir: Path, *run_args: str) -> dict[str, dict]:
+def assert_pipeline_matches_notebook(
+    notebook: Path, workdir: Path, *run_args: str, allow_errors_outside: bool = False,
+    reseed: int | None = None,
+) -> dict[str, dict]:
     """Convert, run both ways, compare every step's variables; returns pipeline snapshots.
-    ``run_args`` go to the script after ``--local`` (e.g. ``--isolated``)."""
+    ``run_args`` go to the script after ``--local`` (e.g. ``--isolated``);
+    ``allow_errors_outside`` lets cells the pipeline leaves out fail in the notebook;
+    ``reseed`` seeds the global generators at the start of every step in both runs,
+    for notebooks that draw unseeded random numbers."""
     nb = nbformat.read(notebook, as_version=4)
     script_text, resources = convert(nb, notebook.name)
     script = notebook.with_suffix(".py")
     script.write_text(script_text, encoding="utf-8")
     pipeline = resources["kale_pipeline"]
     steps = [step for step in pipeline.step_list() if not step.is_metrics]
-    expected = notebook_snapshots(notebook, workdir, steps)
-    actual = pipeline_snapshots(script, workdir, *run_args)
+    inside = {cell.number for step in pipeline.steps.values() for cell in step.cells}
+    inside |= {cell.number for cell in pipeline.shared_cells + pipeline.parameters_cells}
+    outside = {index for index in range(1, len(nb.cells) + 1) if index not in inside}
+    import os
+
+    saved = dict(os.environ)
+    os.environ.update(_reseed_env(reseed))  # the kernel nbclient starts inherits it
+    try:
+        expected = notebook_snapshots(
+            notebook, workdir, steps, outside if allow_errors_outside else (), reseed
+        )
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    actual = pipeline_snapshots(script, workdir, *run_args, reseed=reseed)
     compared = 0
     for step in steps:
         assert step.name in actual, f"step {step.name} left no snapshot"
