@@ -268,7 +268,10 @@ def _cell_places(nb, resources=None) -> dict[int, tuple[str | None, str | None]]
             tags = parse_tags(metadata.get("tags", []) if isinstance(metadata, dict) else [])
         except TagError:
             tags = None
-        if tags is not None and tags.section == "skip":
+        if tags is None:  # a broken tag: the step above is not where it belongs
+            places[index + 1] = (None, None)
+            continue
+        if tags.section == "skip":
             places[index + 1] = (None, "skip")
             continue
         if tags is not None and tags.step:

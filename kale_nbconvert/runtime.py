@@ -818,13 +818,15 @@ def _kale_log_metrics(notebook, inputs, metrics, parameters=None):
             number = float(value)
         except (TypeError, ValueError):
             print(
-                f"kale: metric {name!r} from {source} is a "
-                f"{type(value).__name__}, not a number",
-                file=sys.stderr,
+                f"kale: step 'pipeline-metrics' failed: metric {name!r} from {source} is "
+                f"a {type(value).__name__}, not a number. Fix: list a variable that holds "
+                f"a number in the pipeline-metrics cell (e.g. compute "
+                f"'{name}_score = float(...)' in the step and list that)",
+                file=sys.stderr, flush=True,
             )
             raise SystemExit(1) from None
         metrics.log_metric(name, number)
-        print(f"{name}: {number}")
+        print(f"{name}: {value}")  # as the notebook's print(name) shows it: 32, not 32.0
 
 
 def _kale_watch_start(notebook, step, watched, inputs, namespace):

@@ -121,13 +121,12 @@ CASES = [
         raw_bytes(v4([code("x = 1", ["step:a"]), code("y = 2", [42])])),
         ["tag 42 is an int, not a string", "write it as text"],
         cell=2,
-        step="a",
     ),
     Case(
         "tag-null",
         raw_bytes(v4([code("x = 1", [None, "step:a"])])),
         ["tag None is a NoneType, not a string"],
-        cell=1,
+        cell=1, step="a",
     ),
     Case(
         "empty-tag",
@@ -159,15 +158,21 @@ CASES = [
         "unknown-tag-prefix",
         nb_bytes([("x = 1", ["step:a"]), ("y = 1", ["stage:b"])]),
         ["unknown tag 'stage:b'", "valid tags: imports"],
+        cell=2,  # the cell only: the step above is not where a broken tag belongs
+    ),
+    Case(
+        "unknown-tag-after-a-section-names-the-cells-own-step",
+        nb_bytes([("import os", ["imports"]), ("y = 1", ["step:b", "pipeline-parameter"])]),
+        ["unknown tag 'pipeline-parameter'", "did you mean 'pipeline-parameters'?"],
         cell=2,
-        step="a",
+        step="b",
     ),
     Case("bare-step-tag", nb_bytes([("x = 1", ["step"])]), ["tag 'step' has no value", "'step:NAME'"], cell=1),
     Case(
         "two-step-tags",
         nb_bytes([("x = 1", ["step:a", "step:b"])]),
         ["two step tags on one cell ('a' and 'b')", "split the cell"],
-        cell=1,
+        cell=1, step="a",
     ),
     Case(
         "two-sections",
@@ -186,14 +191,12 @@ CASES = [
         nb_bytes([("x = 1", ["step:a"]), ("y = 1", ["step:1st"])]),
         ["invalid step name '1st'", "lowercase letters, digits and '_'"],
         cell=2,
-        step="a",
     ),
     Case(
         "prev-name-empty",
         nb_bytes([("x = 1", ["step:a"]), ("y = x", ["step:b", "prev:"])]),
         ["empty step name in 'prev:'", "remove the tag, or name a step that starts above it: 'prev:a'"],
-        cell=2,
-        step="a",
+        cell=2, step="b",
     ),
     Case(
         "step-name-hyphen",
@@ -206,7 +209,6 @@ CASES = [
         nb_bytes([("x = 1", ["step:train_model"]), ("y = x", ["step:train-model", "prev:train_model"])]),
         ["invalid step name 'train-model'", "write 'step:train_model' to continue the step of cell 1"],
         cell=2,
-        step="train_model",
     ),
     Case(
         "names-collide-in-kubeflow",
@@ -256,9 +258,9 @@ CASES = [
         "label-value-invalid",
         nb_bytes([("x = 1", ["step:a", "label:team:data science"])]),
         ["'data science' is not a valid Kubernetes label value", "annotation:KEY:VALUE"],
-        cell=1,
+        cell=1, step="a",
     ),
-    Case("label-no-value", nb_bytes([("x = 1", ["step:a", "label:team"])]), ["needs a key and a value", "'label:KEY:VALUE'"], cell=1),
+    Case("label-no-value", nb_bytes([("x = 1", ["step:a", "label:team"])]), ["needs a key and a value", "'label:KEY:VALUE'"], cell=1, step="a"),
     Case("limit-bad-cpu", nb_bytes([("x = 1", ["step:a", "limit:cpu:lots"])]), ["'limit:cpu:lots': not a CPU quantity", "500m"], cell=1, step="a"),
     Case("limit-unknown-resource", nb_bytes([("x = 1", ["step:a", "limit:disk:1"])]), ["KFP can limit only cpu, memory"], cell=1, step="a"),
     # -- cell code ---------------------------------------------------------------------

@@ -33,7 +33,20 @@ downloads, a GPU or libraries not installed (dog breeds, CIFAR-10, open vaccine,
 they are converted and compiled by test_kale_compatibility.py, not run."""
 
 
-@pytest.mark.parametrize("name", sorted(RUNNABLE), ids=lambda n: n.split("__")[-1].removesuffix(".ipynb"))
+QUICK = {
+    "kale__examples__base__candies_sharing.ipynb",
+    "kale__backend__kale__tests__assets__notebooks__pipeline_parameters_and_metrics.ipynb",
+}
+"""Run in the default profile; the others (pandas, scikit-learn, xgboost: a minute
+between them) in the exhaustive one."""
+
+
+def _profiled(names):
+    return [n if n in QUICK else pytest.param(n, marks=pytest.mark.exhaustive) for n in names]
+
+
+@pytest.mark.parametrize("name", _profiled(sorted(RUNNABLE)),
+                         ids=lambda n: n.split("__")[-1].removesuffix(".ipynb"))
 def test_a_kale_notebook_runs_as_a_pipeline_that_computes_what_it_computes(name, tmp_path):
     source = SHARED / name
     if not source.exists():

@@ -117,3 +117,24 @@ def test_kfp_dsl_compile_accepts_the_script(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "pipelineInfo" in (tmp_path / "p.yaml").read_text()
+
+
+def test_metrics_print_as_the_notebook_prints_them_and_a_bad_one_says_why(tmp_path):
+    nb = make_notebook(
+        [
+            ("total = 32\nshare = 0.5\nlabel = 'best'", ["step:count"]),
+            ("print(total)\nprint(share)", ["pipeline-metrics"]),
+        ]
+    )
+    script = write_script(nb, tmp_path, "metrics.ipynb")
+    result = run_script(script, "--local")
+    assert result.returncode == 0, result.stderr
+    assert "pipeline-metrics | total: 32\n" in result.stdout  # not 32.0
+    assert "pipeline-metrics | share: 0.5\n" in result.stdout
+    nb.cells[1].source = "print(label)"
+    script = write_script(nb, tmp_path / "bad", "metrics.ipynb")
+    failed = run_script(script, "--local")
+    assert failed.returncode == 1
+    summary = [line for line in failed.stderr.splitlines() if "pipeline-metrics" in line and "failed" in line]
+    assert summary and "metric 'label'" in summary[0] and "not a number" in summary[0]
+    assert "Fix:" in summary[0]

@@ -12,7 +12,7 @@ from ..errors import NotebookError
 from ..magics import ipython_to_python
 from ..model import RESOURCE_KEY, Cell, Pipeline, Step, StepSettings
 from ..notebook_metadata import apply_notebook_metadata
-from ..tags import STEP_NAME_RULE, CellTags, TagError, kfp_name, parse_tags, shown
+from ..tags import STEP_NAME, STEP_NAME_RULE, CellTags, TagError, kfp_name, parse_tags, shown
 
 SECTIONS = {
     "imports": "imports_cells",
@@ -88,13 +88,15 @@ class TagMergePreprocessor(Preprocessor):
                 fix = error.fix
                 if error.name is not None:
                     fix = self._name_fix(pipeline, error, _own_step(tags_raw, step_hint))
+                # Name the cell, and the step its own tag starts if it has one: the
+                # step or section above is not where a broken tag belongs.
+                own = _own_step(tags_raw, None)
                 raise NotebookError(
                     error.message,
                     notebook=pipeline.notebook,
                     cell=number,
-                    step=step_hint,
+                    step=own if own and STEP_NAME.match(own) else None,
                     fix=fix,
-                    section=section_hint,
                 ) from None
             self._warn_about_tags(pipeline, number, tags, current, empty_tags)
             if tags.section == "skip":
