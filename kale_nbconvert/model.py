@@ -35,19 +35,59 @@ class Cell:
 
 @dataclass
 class StepSettings:
-    """Per-step Kubernetes settings from tags and ``steps_defaults``."""
+    """Per-step Kubernetes settings from tags and ``steps_defaults``.
+
+    Every field is one kind of tag (``tags.py``); a step's own value wins over the
+    notebook-wide default key by key (``merged_over``)."""
 
     limits: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    requests: dict[str, str] = field(default_factory=dict)
+    image: str = ""
+    retry: tuple | None = None
+    """``(count, backoff seconds or None)``."""
+    timeout: int | None = None
+    """Seconds (the pod's activeDeadlineSeconds)."""
+    cache: bool | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    secret_env: dict[str, tuple] = field(default_factory=dict)
+    """Environment variable -> ``(secret, key)``."""
+    configmap_env: dict[str, tuple] = field(default_factory=dict)
+    """Environment variable -> ``(config map, key)``."""
+    secret_volumes: dict[str, str] = field(default_factory=dict)
+    """Mount path -> secret."""
+    configmap_volumes: dict[str, str] = field(default_factory=dict)
+    """Mount path -> config map."""
+    node_selectors: dict[str, str] = field(default_factory=dict)
+    tolerations: dict[str, tuple] = field(default_factory=dict)
+    """``"KEY:EFFECT"`` -> ``(key, value or None, effect)``."""
+    shm: str = ""
+
+    ENV_FIELDS = ("env", "secret_env", "configmap_env")
+    PATH_FIELDS = ("secret_volumes", "configmap_volumes")
+
+    def is_empty(self) -> bool:
+        return self == StepSettings()
 
     def merged_over(self, defaults: "StepSettings") -> "StepSettings":
-        """This step's own values win over the notebook-wide defaults."""
-        return StepSettings(
-            limits={**defaults.limits, **self.limits},
-            labels={**defaults.labels, **self.labels},
-            annotations={**defaults.annotations, **self.annotations},
-        )
+        """This step's own values win over the notebook-wide defaults, key by key; an
+        environment variable (``env:``, ``secret:``, ``configmap:``) or a mount path
+        set by the step replaces the default's of the same name, whatever its kind."""
+        merged = {}
+        own_env = {name for kind in self.ENV_FIELDS for name in getattr(self, kind)}
+        own_paths = {path for kind in self.PATH_FIELDS for path in getattr(self, kind)}
+        for item in dataclasses.fields(self):
+            mine, theirs = getattr(self, item.name), getattr(defaults, item.name)
+            if isinstance(mine, dict):
+                shadowed = own_env if item.name in self.ENV_FIELDS else (
+                    own_paths if item.name in self.PATH_FIELDS else set()
+                )
+                theirs = {k: v for k, v in theirs.items() if k not in shadowed}
+                merged[item.name] = {**theirs, **mine}
+            else:
+                merged[item.name] = mine if mine not in (None, "") else theirs
+        return StepSettings(**merged)
 
 
 @dataclass

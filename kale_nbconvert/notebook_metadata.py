@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import NotebookError
 from .model import Pipeline, StepSettings, Volume
-from .tags import TagError, parse_tags
+from .tags import TagError, duration_seconds, parse_tags
 
 USED_KEYS = {
     "pipeline_name",
@@ -30,6 +30,7 @@ USED_KEYS = {
     "volumes",
     "steps_defaults",
     "kfp_host",
+    "timeout",
 }
 KNOWN_UNUSED_KEYS = {
     "autosnapshot",
@@ -40,7 +41,6 @@ KNOWN_UNUSED_KEYS = {
     "snapshot_volumes",
     "abs_working_dir",
     "base_image",
-    "timeout",
     "state",
     "marshal_volume",
     "marshal_path",
@@ -199,11 +199,31 @@ def _step_defaults(raw: Any, notebook: str) -> StepSettings:
         ) from None
     if tags.step or tags.section or tags.prev or tags.empty_step_tags:
         raise NotebookError(
-            "steps_defaults may hold only limit:, label: and annotation: tags",
+            "steps_defaults may hold only step settings (limit:, label:, annotation:, "
+            "request:, env:, ...), not step, prev or section tags",
             notebook=notebook,
             fix="move step, prev and section tags to cells",
         )
-    return StepSettings(limits=tags.limits, labels=tags.labels, annotations=tags.annotations)
+    return tags.step_settings()
+
+
+def _timeout(raw: Any, notebook: str) -> int | None:
+    """Kale's notebook-level ``timeout`` (seconds, or a duration such as ``30m``): the
+    default ``timeout:`` of every step."""
+    if raw in (None, "", 0):
+        return None
+    seconds = None
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
+        seconds = raw
+    elif isinstance(raw, str):
+        seconds = duration_seconds(raw.strip())
+    if not seconds:
+        raise NotebookError(
+            f"metadata.kubeflow_notebook.timeout is {raw!r}, not a duration",
+            notebook=notebook,
+            fix="give it in seconds (e.g. 3600) or as a duration such as \"30m\" or \"2h\"",
+        )
+    return seconds
 
 
 def apply_notebook_metadata(pipeline: Pipeline, metadata: Any, default_name: str) -> None:
@@ -247,3 +267,5 @@ def apply_notebook_metadata(pipeline: Pipeline, metadata: Any, default_name: str
             "each trial, or set katib_run to false to silence this"
         )
     pipeline.defaults = _step_defaults(raw.get("steps_defaults"), notebook)
+    if pipeline.defaults.timeout is None:  # a 'timeout:' in steps_defaults wins
+        pipeline.defaults.timeout = _timeout(raw.get("timeout"), notebook)

@@ -2,7 +2,8 @@
 
 Every setting reaches the compiled pipeline or is refused with a clear error; none is
 parsed and then dropped. ``kfp.kubernetes`` (kfp-kubernetes) is used for pod labels,
-annotations and PVCs because it is the KFP project's own, maintained way to put
+annotations, PVCs, the timeout, secrets, config maps, node selectors, tolerations and
+the ``/dev/shm`` emptyDir because it is the KFP project's own, maintained way to put
 Kubernetes settings into the pipeline spec.
 """
 
@@ -14,8 +15,7 @@ from .errors import NotebookError
 from .literals import py_literal
 from .model import Pipeline, Step
 
-CPU = re.compile(r"^[0-9]+(\.[0-9]+)?m?$")
-MEMORY = re.compile(r"^[0-9]+(\.[0-9]+)?(E|P|T|G|M|K|Ei|Pi|Ti|Gi|Mi|Ki)?$")
+from .tags import CPU, MEMORY  # noqa: F401 - the quantity syntax, shared with tags.py
 ACCELERATOR = re.compile(r"^[a-z0-9.-]+\.[a-z]+/[a-z0-9.-]+$")
 
 
@@ -53,8 +53,23 @@ def _limit_calls(step: Step, pipeline: Pipeline) -> list[str]:
 
 
 def task_calls(step: Step, pipeline: Pipeline) -> list[str]:
-    """Method calls on the step's task, as Python source (``set_memory_limit('4Gi')``)."""
-    return _limit_calls(step, pipeline)
+    """Method calls on the step's task, as Python source (``set_memory_limit('4Gi')``).
+    The values were validated when the tags were parsed (``tags._parse_setting``)."""
+    settings = step.settings
+    calls = _limit_calls(step, pipeline)
+    for resource, quantity in sorted(settings.requests.items()):
+        calls.append(f"set_{resource}_request({py_literal(quantity)})")  # cpu, memory only
+    if settings.image:
+        calls.append(f"set_container_image({py_literal(settings.image)})")
+    if settings.retry is not None:
+        count, backoff = settings.retry
+        extra = f", backoff_duration={py_literal(f'{backoff}s')}" if backoff else ""
+        calls.append(f"set_retry({int(count)}{extra})")
+    if settings.cache is not None:
+        calls.append(f"set_caching_options({bool(settings.cache)!r})")
+    for name, value in sorted(settings.env.items()):
+        calls.append(f"set_env_variable({py_literal(name)}, {py_literal(value)})")
+    return calls
 
 
 def kubernetes_calls(step: Step, pipeline: Pipeline) -> list[tuple[str, str]]:
@@ -64,6 +79,41 @@ def kubernetes_calls(step: Step, pipeline: Pipeline) -> list[tuple[str, str]]:
         calls.append(("add_pod_label", f"{py_literal(key)}, {py_literal(value)}"))
     for key, value in sorted(step.settings.annotations.items()):
         calls.append(("add_pod_annotation", f"{py_literal(key)}, {py_literal(value)}"))
+    settings = step.settings
+    if settings.timeout:
+        calls.append(("set_timeout", f"seconds={int(settings.timeout)}"))
+    # Only a secret's name and key reach the script; its value stays in the cluster.
+    for function, argument, table in (
+        ("use_secret_as_env", "secret", settings.secret_env),
+        ("use_config_map_as_env", "config_map", settings.configmap_env),
+    ):
+        for env, (name, key) in sorted(table.items()):
+            # One call per variable: the same key may feed two variables.
+            calls.append((
+                function,
+                f"{argument}_name={py_literal(name)}, "
+                f"{argument}_key_to_env={py_literal({key: env})}",
+            ))
+    for path, name in sorted(settings.secret_volumes.items()):
+        calls.append(("use_secret_as_volume", f"secret_name={py_literal(name)}, mount_path={py_literal(path)}"))
+    for path, name in sorted(settings.configmap_volumes.items()):
+        calls.append(("use_config_map_as_volume", f"config_map_name={py_literal(name)}, mount_path={py_literal(path)}"))
+    for key, value in sorted(settings.node_selectors.items()):
+        calls.append(("add_node_selector", f"label_key={py_literal(key)}, label_value={py_literal(value)}"))
+    for _, (key, value, effect) in sorted(settings.tolerations.items()):
+        operator = "Exists" if value is None else "Equal"
+        value_text = "" if value is None else f", value={py_literal(value)}"
+        calls.append((
+            "add_toleration",
+            f"key={py_literal(key)}, operator={py_literal(operator)}{value_text}, "
+            f"effect={py_literal(effect)}",
+        ))
+    if settings.shm:
+        calls.append((
+            "empty_dir_mount",
+            f"volume_name='kale-shm', mount_path='/dev/shm', medium='Memory', "
+            f"size_limit={py_literal(settings.shm)}",
+        ))
     return calls
 
 

@@ -263,6 +263,29 @@ CASES = [
     Case("label-no-value", nb_bytes([("x = 1", ["step:a", "label:team"])]), ["needs a key and a value", "'label:KEY:VALUE'"], cell=1, step="a"),
     Case("limit-bad-cpu", nb_bytes([("x = 1", ["step:a", "limit:cpu:lots"])]), ["'limit:cpu:lots': not a CPU quantity", "500m"], cell=1, step="a"),
     Case("limit-unknown-resource", nb_bytes([("x = 1", ["step:a", "limit:disk:1"])]), ["KFP can limit only cpu, memory"], cell=1, step="a"),
+    # -- per-step settings (issue 13): the cell, the tag and a corrected example ---------
+    Case("request-bad-memory", nb_bytes([("x = 1", ["step:a", "request:memory:lots"])]), ["tag 'request:memory:lots': not a memory quantity", "'request:memory:1Gi'"], cell=1, step="a"),
+    Case("request-gpu", nb_bytes([("x = 1", ["step:a", "request:nvidia.com/gpu:1"])]), ["KFP can request only cpu and memory", "'limit:nvidia.com/gpu:1'"], cell=1, step="a"),
+    Case("image-bad-ref", nb_bytes([("x = 1", ["step:a", "image:My Image"])]), ["tag 'image:My Image': 'My Image' is not a container image reference", "'image:python:3.12-slim'"], cell=1, step="a"),
+    Case("retry-not-a-number", nb_bytes([("x = 1", ["step:a", "retry:three"])]), ["tag 'retry:three': the retry count must be a whole number", "'retry:3:30s'"], cell=1, step="a"),
+    Case("retry-bad-backoff", nb_bytes([("x = 1", ["step:a", "retry:3:soon"])]), ["'soon' is not a backoff duration", "'retry:3:30s'"], cell=1, step="a"),
+    Case("timeout-bad-duration", nb_bytes([("x = 1", ["step:a", "timeout:30 minutes"])]), ["tag 'timeout:30 minutes': not a duration", "'timeout:30m'"], cell=1, step="a"),
+    Case("cache-off", nb_bytes([("x = 1", ["step:a", "cache:off"])]), ["tag 'cache:off': caching is 'enabled' or 'disabled'", "'cache:disabled'"], cell=1, step="a"),
+    Case("env-bad-name", nb_bytes([("x = 1", ["step:a", "env:1MODE:fast"])]), ["'1MODE' is not a valid environment variable name", "'env:MODE:fast'"], cell=1, step="a"),
+    Case("env-no-value", nb_bytes([("x = 1", ["step:a", "env:MODE"])]), ["tag 'env:MODE': needs 2 parts", "'env:MODE:fast'"], cell=1, step="a"),
+    Case("env-twice", nb_bytes([("x = 1", ["step:a", "env:PW:x", "secret:creds:pw:PW"])]), ["environment variable 'PW' is set twice"], cell=1, step="a"),
+    Case("secret-bad-name", nb_bytes([("x = 1", ["step:a", "secret:DB_Creds:password:DB_PASSWORD"])]), ["'DB_Creds' is not a valid Kubernetes secret name", "'secret:db-creds:password:DB_PASSWORD'"], cell=1, step="a"),
+    Case("secret-missing-env", nb_bytes([("x = 1", ["step:a", "secret:db-creds:password"])]), ["needs 3 parts", "'secret:db-creds:password:DB_PASSWORD'"], cell=1, step="a"),
+    Case("secret-volume-relative-path", nb_bytes([("x = 1", ["step:a", "secret-volume:gcp-key:secrets"])]), ["'secrets' is not an absolute mount path", "'secret-volume:gcp-key:/secrets/gcp'"], cell=1, step="a"),
+    Case("configmap-bad-key", nb_bytes([("x = 1", ["step:a", "configmap:app-cfg:my key:CFG"])]), ["'my key' is not a valid config map key", "'configmap:app-cfg:mode:CFG_MODE'"], cell=1, step="a"),
+    Case("configmap-volume-bad-name", nb_bytes([("x = 1", ["step:a", "configmap-volume:App:/etc/app"])]), ["'App' is not a valid Kubernetes config map name", "'configmap-volume:app-cfg:/etc/app'"], cell=1, step="a"),
+    Case("node-selector-bad-value", nb_bytes([("x = 1", ["step:a", "node-selector:pool:big gpu"])]), ["is not a valid Kubernetes node label", "'node-selector:pool:gpu'"], cell=1, step="a"),
+    Case("toleration-bad-effect", nb_bytes([("x = 1", ["step:a", "toleration:dedicated=gpu:Never"])]), ["the effect must be one of NoSchedule, PreferNoSchedule, NoExecute", "'toleration:dedicated=gpu:NoSchedule'"], cell=1, step="a"),
+    Case("shm-bad-size", nb_bytes([("x = 1", ["step:a", "shm:2GB"])]), ["tag 'shm:2GB': not a memory quantity", "'shm:2Gi'"], cell=1, step="a"),
+    Case("setting-on-second-cell", nb_bytes([("x = 1", ["step:a"]), ("y = 2", ["step:b", "prev:a", "timeout:1d"])]), ["tag 'timeout:1d': not a duration"], cell=2, step="b"),
+    Case("setting-on-a-section", nb_bytes([("import os", ["imports"]), ("z = 3", ["env:MODE:fast"]), ("x = 1", ["step:a"])]), ["step settings on a cell of the 'imports' section"], cell=2, section="imports"),
+    Case("steps-defaults-bad-setting", nb_bytes(GOOD, metadata={"steps_defaults": ["toleration:gpu:Sometimes"]}), ["steps_defaults: tag 'toleration:gpu:Sometimes': the effect must be one of"]),
+    Case("kale-timeout-not-a-duration", nb_bytes(GOOD, metadata={"timeout": "soon"}), ["metadata.kubeflow_notebook.timeout is 'soon', not a duration", "3600"]),
     # -- cell code ---------------------------------------------------------------------
     Case(
         "syntax-error",
@@ -471,7 +494,7 @@ CASES = [
     Case(
         "steps-defaults-with-step",
         nb_bytes(GOOD, metadata={"steps_defaults": ["step:x"]}),
-        ["steps_defaults may hold only limit:, label: and annotation: tags"],
+        ["steps_defaults may hold only step settings"],
     ),
     Case(
         "steps-defaults-bad-tag",

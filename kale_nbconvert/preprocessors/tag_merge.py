@@ -10,7 +10,7 @@ from traitlets import Bool, Unicode
 
 from ..errors import NotebookError
 from ..magics import ipython_to_python
-from ..model import RESOURCE_KEY, Cell, Pipeline, Step, StepSettings
+from ..model import RESOURCE_KEY, Cell, Pipeline, Step
 from ..notebook_metadata import apply_notebook_metadata
 from ..tags import STEP_NAME, STEP_NAME_RULE, CellTags, TagError, kfp_name, parse_tags, shown
 
@@ -131,12 +131,12 @@ class TagMergePreprocessor(Preprocessor):
             if isinstance(current, Step):
                 self._add_to_step(pipeline, current, cell, tags)
             else:
-                if tags.prev or tags.limits or tags.labels or tags.annotations:
+                if tags.has_settings:
                     raise NotebookError(
                         f"step settings on a cell of the {current!r} section",
                         notebook=pipeline.notebook,
                         cell=number,
-                        fix="move prev:/limit:/label:/annotation: tags to a step cell",
+                        fix="move prev:, limit:, label:, env:... tags to a step cell",
                         section=current,
                     )
                 getattr(pipeline, SECTIONS[current]).append(cell)
@@ -336,7 +336,7 @@ class TagMergePreprocessor(Preprocessor):
             if target not in step.prev:
                 step.prev.append(target)
                 step.prev_cells[target] = cell.number
-        own = StepSettings(tags.limits, tags.labels, tags.annotations)
+        own = tags.step_settings()
         step.settings = own.merged_over(step.settings)
 
     def _check_edges(self, pipeline: Pipeline) -> None:
