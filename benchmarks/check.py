@@ -4,10 +4,10 @@
     python -m benchmarks.check --quick    small sizes, same rows (for CI)
 
 A step fingerprints each input that later steps also read when it loads it, checks it
-after its cells (``_kale_fingerprint`` / ``_kale_fingerprint_changed`` in the runtime)
-and, for a cheap check, after each cell too. Targets (issue 12): save+load+check at
-most 1.05x save+load for the 1 GiB float64 ndarray and the 1M-row mixed DataFrame of
-``marshal.py``, and at most 1 ms per small input.
+after its cells (``_kale_fingerprint`` / ``_kale_fingerprint_changed`` in
+``kale_nbconvert/embedded/divergence.py``) and, for a cheap check, after each cell
+too. Targets (issue 12): save+load+check at most 1.05x save+load for the 1 GiB float64
+ndarray and the 1M-row mixed DataFrame of ``marshal.py``, and at most 1 ms per small input.
 
 The ratios are the best of interleaved round trips (7 for the array, 5 for the frames;
 3 with ``--quick``): both sides run the same save+load, so the ratio is the check's

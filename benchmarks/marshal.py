@@ -29,7 +29,7 @@ import tempfile
 import time
 import tracemalloc
 
-from kale_nbconvert.runtime import _kale_marshal_load, _kale_marshal_save
+from kale_nbconvert.embedded.marshal import _kale_marshal_load, _kale_marshal_save
 
 from .common import Result, format_table
 

@@ -5,6 +5,11 @@ four preprocessors (tag merge, name analysis, parameter extraction, marshal inje
 that fill one :class:`~kale_nbconvert.model.Pipeline`, then renders it with the
 ``templates/kale`` Jinja template. From Python, :func:`plan` gives the filled model
 and :func:`convert` the script (see :mod:`kale_nbconvert.api`).
+
+The package's code runs at three times: at conversion (everything here but the two
+below), in the generated script (``kale_nbconvert/embedded/``: pasted into every
+script, it runs inside each step and in the script's command line) and in the notebook
+after a run (``kale_nbconvert.local_runs``). See the README's Layout section.
 """
 
 __version__ = "0.1.0"

@@ -1,10 +1,13 @@
 """Open a finished ``--local`` run's artifacts as Python objects, e.g. in the notebook.
 
+Runs in the NOTEBOOK (or any Python session), after a run: neither at conversion nor
+inside a step. It reuses the in-step marshaller (``kale_nbconvert/embedded/marshal.py``).
+
 A local run (``python nb.py --local``) keeps each run in its own folder,
 ``kale-local-runs/<pipeline>-<timestamp>/`` next to the script, with a manifest
 ``kale-run.json`` that says what every step received and produced (its format is
-described in ``kale_nbconvert.launcher``). To debug a step with the exact values it
-got::
+described in ``kale_nbconvert/embedded/local_run.py``). To debug a step with the exact
+values it got::
 
     from kale_nbconvert.local_runs import load_run
 
@@ -16,7 +19,7 @@ got::
     # ... now run the cells of step 'evaluate' in the notebook
 
 Values are read with the same code the steps use (``_kale_marshal_load`` of the
-in-step runtime), so they come back exactly as the next step would see them.
+in-step marshaller), so they come back exactly as the next step would see them.
 Serializers registered in the notebook (``KALE_SERIALIZERS``) are found in
 ``__main__`` (the notebook) or can be passed as ``serializers=``. Outputs of steps
 reused from the cache (``--cache``) live in the earlier run that produced them; the
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .runtime import _kale_marshal_load, _kale_marshal_registry
+from .embedded.marshal import _kale_marshal_load, _kale_marshal_registry
 from .tags import kfp_name
 
 MANIFEST = "kale-run.json"

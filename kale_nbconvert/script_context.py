@@ -1,21 +1,22 @@
 """The finished model -> the strings the template lays out.
 
 Every decision about the script's text (signatures, literals, which settings apply) is
-made here, in Python, so ``templates/kale/index.py.j2`` holds layout only.
+made here, in Python, so ``templates/kale/index.py.j2`` holds layout only. Runs at
+conversion; the code the script embeds comes from ``kale_nbconvert/embedded/``
+(``shipped``), whose in-step list becomes the script's ``RUNTIME``.
 """
 
 from __future__ import annotations
 
-import ast
 import builtins
-import inspect
 import keyword
 import re
 import textwrap
 from dataclasses import dataclass, field
 
-from . import __version__, launcher, runtime
+from . import __version__
 from .dataflow import dataflow_table
+from .embedded import COMMAND_LINE, IN_STEP, shipped
 from .errors import NotebookError, _one_line
 from .literals import docstring_text, py_literal
 from .model import Pipeline, Step
@@ -57,18 +58,9 @@ class ScriptNames:
     """The variable of each volume's ``CreatePVC`` task, in ``pipeline.volumes`` order."""
 
 
-def _module_names(module) -> set[str]:
-    """Top-level names the embedded source of ``module`` defines."""
-    names = set()
-    for node in ast.parse(inspect.getsource(module)).body:
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            names |= {t.id for target in targets for t in ast.walk(target) if isinstance(t, ast.Name)}
-    return names
+def embedded_names() -> set[str]:
+    """The functions the script embeds (``kale_nbconvert/embedded/``, both parts)."""
+    return set(shipped(IN_STEP)) | set(shipped(COMMAND_LINE))
 
 
 def _unique(candidate: str, taken: set[str], fallback: str) -> str:
@@ -90,13 +82,13 @@ def generated_names(pipeline: Pipeline) -> ScriptNames:
     ``pipeline``, ``a`` next to ``a_step``...), so a step never becomes an identifier
     as is: its function is ``<name>_step``, its component ``<name>_component``, its task
     ``<name>_task``, each numbered (``_2``) if that is already in use. All of them,
-    the parameters, the script's own globals, the embedded runtime and launcher, Python's
-    keywords and builtins share one set of taken names, so no two can collide, whatever
+    the parameters, the script's own globals, the embedded functions
+    (``embedded_names``), Python's keywords and builtins share one set of taken names, so no two can collide, whatever
     the scope. The step's own name stays what users see: the KFP component and task
     (``kfp``), the run folder, ``kale-run.json``, messages.
     """
     taken = set(SCRIPT_GLOBALS) | set(dir(builtins)) | set(keyword.softkwlist)
-    taken |= _module_names(runtime) | _module_names(launcher)
+    taken |= embedded_names()
     taken |= set(pipeline.parameters)
     function = _unique(pipeline.name.replace("-", "_") + "_pipeline", taken, "notebook_pipeline")
     steps = {}
@@ -300,13 +292,19 @@ def script_context(pipeline: Pipeline) -> dict:
         "    python THIS_FILE --host URL           upload and run on a Kubeflow cluster\n"
         "    python THIS_FILE --help               everything else\n"
     )
+    in_step = shipped(IN_STEP)
     return {
         "version": __version__,
         "docstring": docstring_text(summary),
         "description": py_literal(pipeline.description),
-        "runtime_source": inspect.getsource(runtime).split('"""', 2)[2].strip(),
-        "launcher_source": inspect.getsource(launcher).split('"""', 2)[2].strip(),
-        "runtime_functions": ", ".join(runtime.RUNTIME_FUNCTIONS + ("_kale_shared_cells",)),
+        "runtime_source": "\n\n\n".join(in_step.values()),
+        "launcher_source": "\n\n\n".join(
+            source for name, source in shipped(COMMAND_LINE).items() if name not in in_step
+        ),
+        "runtime_functions": textwrap.fill(
+            ", ".join([*in_step, "_kale_shared_cells"]) + ",", width=88, initial_indent="    ",
+            subsequent_indent="    ", break_long_words=False, break_on_hyphens=False,
+        ),
         "shared": shared,
         "steps": steps,
         "packages": py_literal(pipeline.packages),

@@ -26,7 +26,7 @@ RESEED_CELL = (
 per step what the pipeline's fresh step processes draw (tests/reseed)."""
 
 SNAPSHOT_CELL = (
-    "from kale_nbconvert.runtime import _kale_snapshot as __kale_snapshot\n"
+    "from kale_nbconvert.embedded.step import _kale_snapshot as __kale_snapshot\n"
     "__kale_snapshot(globals(), {folder!r})\n"
     "del __kale_snapshot"
 )

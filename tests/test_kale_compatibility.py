@@ -25,11 +25,10 @@ import pytest
 import yaml
 
 from helpers import convert, make_notebook, run_script, write_script
-from kale_nbconvert import launcher, runtime
 from kale_nbconvert.errors import NotebookError
 from kale_nbconvert.local_runs import load_run
 from kale_nbconvert.model import RESOURCE_KEY
-from kale_nbconvert.script_context import SCRIPT_GLOBALS, _module_names, generated_names
+from kale_nbconvert.script_context import SCRIPT_GLOBALS, embedded_names, generated_names
 from kale_nbconvert.tags import kfp_name
 
 KALE_NOTEBOOKS = Path(__file__).resolve().parents[2] / "shared" / "kale-notebooks"
@@ -154,7 +153,7 @@ def test_generated_identifiers_never_collide(tmp_path):
     for own in names.steps.values():
         identifiers += [own.function, own.component, own.task]
     assert len(identifiers) == len(set(identifiers))
-    fixed = SCRIPT_GLOBALS | _module_names(runtime) | _module_names(launcher) | set(pipeline.parameters)
+    fixed = SCRIPT_GLOBALS | embedded_names() | set(pipeline.parameters)
     assert not fixed & set(identifiers)
     assert names.steps["a"].task == "a_task_2"  # the parameter 'a_task' keeps its name
     assert names.steps["_kale_run"].function == "_kale_run_step_2"  # the runtime's is kept
@@ -175,7 +174,7 @@ def test_the_script_defines_no_global_the_names_do_not_know(tmp_path):
             defined |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
         elif isinstance(node, ast.Assign):
             defined |= {t.id for target in node.targets for t in ast.walk(target) if isinstance(t, ast.Name)}
-    known = SCRIPT_GLOBALS | _module_names(runtime) | _module_names(launcher)
+    known = SCRIPT_GLOBALS | embedded_names()
     steps = {"a_step", "b_step", "pipeline_metrics_step"}
     assert defined - known == steps
 

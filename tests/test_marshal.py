@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from helpers import convert, make_notebook
-from kale_nbconvert import runtime
-from kale_nbconvert.runtime import (
+from kale_nbconvert.embedded import marshal
+from kale_nbconvert.embedded.marshal import (
     _kale_load,
     _kale_marshal_choose,
     _kale_marshal_load,
@@ -119,12 +119,12 @@ def test_object_arrays_of_mostly_strings_round_trip_exactly(tmp_path, texts, oth
     mostly_text = sum(type(v) is not str for v in array.ravel()) * 4 <= array.size
     if not any("\x00" in v for v in array.ravel() if type(v) is str):
         assert (_kale_marshal_reduce_strings(array, CallSpy) is not None) == mostly_text
-    original = runtime._kale_marshal_reduce_strings
-    runtime._kale_marshal_reduce_strings = functools.partial(original, chunk=chunk)  # several pieces
+    original = marshal._kale_marshal_reduce_strings
+    marshal._kale_marshal_reduce_strings = functools.partial(original, chunk=chunk)  # several pieces
     try:
         back, meta = roundtrip(array, tmp_path)
     finally:
-        runtime._kale_marshal_reduce_strings = original
+        marshal._kale_marshal_reduce_strings = original
     assert meta["serializer"] == "pickle"
     assert back.dtype == object and back.shape == array.shape
     assert back.flags.f_contiguous == array.flags.f_contiguous or shape == "strided"
@@ -513,7 +513,7 @@ def test_pandas_strings_without_pyarrow_round_trip_exactly(tmp_path):
         "            raise ImportError('pyarrow is hidden')\n"
         "sys.meta_path.insert(0, NoArrow())\n"
         "import pandas as pd\n"
-        "from kale_nbconvert.runtime import _kale_marshal_save, _kale_marshal_load\n"
+        "from kale_nbconvert.embedded.marshal import _kale_marshal_save, _kale_marshal_load\n"
         "texts = [f'r{i}' if i % 7 else None for i in range(1000)]\n"
         "frame = pd.DataFrame({'s': pd.Series(texts, dtype='str'), 'o': pd.Series(texts, dtype=object),\n"
         "                      'n': pd.Series(texts, dtype='string')}, index=pd.Index(texts, dtype='str'))\n"
@@ -703,7 +703,7 @@ def test_the_runtime_does_not_import_heavy_libraries_for_plain_values(tmp_path):
 
     code = (
         "import sys\n"
-        "from kale_nbconvert.runtime import _kale_marshal_save, _kale_marshal_load\n"
+        "from kale_nbconvert.embedded.marshal import _kale_marshal_save, _kale_marshal_load\n"
         f"_kale_marshal_save({{'a': [1, 2.5]}}, {str(tmp_path / 'v')!r})\n"
         f"assert _kale_marshal_load({str(tmp_path / 'v')!r}) == {{'a': [1, 2.5]}}\n"
         "heavy = [m for m in ('numpy', 'pandas', 'torch', 'sklearn', 'joblib', 'dill') if m in sys.modules]\n"

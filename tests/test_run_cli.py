@@ -4,8 +4,6 @@ run back with kale_nbconvert.local_runs."""
 
 from __future__ import annotations
 
-import ast
-import inspect
 import json
 import re
 import socket
@@ -17,7 +15,6 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from fake_kfp_server import FakeKFPServer
 from helpers import make_notebook, run_script, write_script
-from kale_nbconvert import launcher
 from kale_nbconvert.local_runs import list_runs, load_run
 
 pytestmark = pytest.mark.slow
@@ -64,18 +61,6 @@ def test_help_explains_every_way_to_run(tmp_path):
         assert text in result.stdout, text
     assert "./kale-local-runs/" not in result.stdout  # they go beside the script
     assert "kale-local-runs/ beside diamond.py" in result.stdout
-
-
-def test_launcher_stays_embeddable():
-    """The script embeds launcher.py verbatim: only top-level _kale_ functions, and no
-    import of this project."""
-    tree = ast.parse(inspect.getsource(launcher))
-    for node in tree.body[1:]:
-        assert isinstance(node, ast.FunctionDef) and node.name.startswith("_kale_"), ast.dump(node)[:80]
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            names = [alias.name for alias in node.names] + [getattr(node, "module", None) or ""]
-            assert not any(name.startswith("kale_nbconvert") for name in names)
 
 
 # -- --local ------------------------------------------------------------------------

@@ -1,0 +1,79 @@
+"""The code a generated script embeds: it runs in a step's container or in the script's
+own command line, never at conversion time.
+
+Each module here does one job and is pasted, function by function, into every script,
+which must need nothing from this project. Two parts, by where the code runs:
+
+- ``IN_STEP`` runs INSIDE a pipeline step: ``step.py`` (run the cells), ``marshal.py``
+  (save and load the values that cross a step boundary), ``divergence.py`` (the
+  run-time check for in-place changes). The script ships these functions with every
+  component: the list it passes to ``dsl.component(additional_funcs=...)``.
+- ``COMMAND_LINE`` runs in ``python pipeline.py ...``: ``cli.py`` (the flags),
+  ``local_run.py`` (``--local`` with kfp.local: progress and ``kale-run.json``),
+  ``worker.py`` (the warm fork worker of a local run), ``cluster.py`` (``--host``
+  submission and ``--wait``).
+
+The rules, which ``tests/test_embedded.py`` enforces on every module: only top-level
+functions named ``_kale_*`` (besides the module docstring and ``from __future__``
+imports), each importing what it uses inside its body, no import of ``kale_nbconvert``,
+and every other name a function uses is a builtin or a function its part ships.
+``shipped`` reads the functions by syntax tree; no list of them is kept by hand.
+"""
+
+IN_STEP = ("step", "marshal", "divergence")
+"""The modules whose functions run inside a step (kfp's ``additional_funcs``)."""
+COMMAND_LINE = ("cli", "local_run", "worker", "cluster")
+"""The modules of the script's command line."""
+
+
+def shipped(part):
+    """The functions a part of the script ships (``IN_STEP``, ``COMMAND_LINE`` or any
+    tuple of module names here): name -> its exact source, in module order.
+
+    That is every function of the part's modules, then each function of another
+    module here that they use, directly or not (the command line's progress line
+    measures outputs with the marshaller's ``_kale_path_size``), so a part's list is
+    complete on its own. Raises ``ValueError`` for a module that holds anything else
+    than ``_kale_`` functions, its docstring and ``from __future__`` imports.
+    """
+    import ast
+    import io
+    import pathlib
+
+    definitions = {}  # name -> (module, source, names it uses)
+    for path in sorted(pathlib.Path(__file__).parent.glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        lines = io.StringIO(text, newline="").readlines()  # the parser's lines, not str's
+        tree = ast.parse(text, str(path))
+        docstring = ast.get_docstring(tree) is not None
+        for index, node in enumerate(tree.body):
+            function = isinstance(node, ast.FunctionDef) and not node.decorator_list
+            if function and node.name.startswith("_kale_"):
+                if node.name in definitions:
+                    other = definitions[node.name][0]
+                    raise ValueError(f"{path.name}: {node.name} is also defined in {other}.py")
+                used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+                # get_source_segment splits the text it is given on every call: give it
+                # the function's own lines, and the node numbered from them
+                own = "".join(lines[node.lineno - 1 : node.end_lineno])
+                ast.increment_lineno(node, 1 - node.lineno)
+                definitions[node.name] = (path.stem, ast.get_source_segment(own, node), used)
+            elif index == 0 and docstring:
+                continue
+            elif isinstance(node, ast.ImportFrom) and node.module == "__future__":
+                continue
+            else:
+                raise ValueError(
+                    f"kale_nbconvert/embedded/{path.name} line {node.lineno}: only top-level "
+                    "functions named _kale_* can be embedded in a script (import inside them)"
+                )
+    unknown = set(part) - {module for module, _, _ in definitions.values()}
+    if unknown:
+        raise ValueError(f"no embedded module named {sorted(unknown)[0]!r}")
+    names = [name for module in part for name, (home, _, _) in definitions.items()
+             if home == module]
+    for name in names:  # grows while it is walked: what the added functions use, too
+        names += sorted(n for n in definitions[name][2] if n in definitions and n not in names)
+    return {name: definitions[name][1] for name in names}

@@ -1,0 +1,233 @@
+"""The warm fork worker of a ``--local`` run. Runs in the script's command line, never
+inside a step.
+
+One process imports the notebook's installed modules once (``PRELOAD``) and forks a
+child per step, so each step starts warm instead of paying the imports again; the
+launcher side talks to it over a socket pair (``_kale_worker_send``/``_receive``).
+"""
+
+
+def _kale_worker_start(preload):
+    """Start the warm worker of a ``--local`` run, or return None where it cannot be.
+
+    A step's process normally starts Python, imports kfp and then the notebook's
+    libraries (pandas, scikit-learn: seconds) before its first cell. The worker is
+    one process that imports them once (``preload``: the notebook's imports of
+    installed libraries, never its own code) and forks one child per step, which
+    runs kfp's executor exactly as the step's process would, in a fresh ``__main__``.
+    Fork exists on Linux and macOS only; elsewhere (and with ``--isolated``) every
+    step gets a fresh interpreter, as on a cluster.
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    if not hasattr(os, "fork") or not hasattr(socket, "send_fds"):
+        return None
+    import inspect
+
+    try:  # the worker's own functions, from this script: it needs nothing else
+        code = "\n\n".join(
+            inspect.getsource(function)
+            for function in (_kale_worker_send, _kale_worker_receive, _kale_worker_main,
+                             _kale_worker_child)
+        ) + (
+            "\n\nimport socket, sys\n"
+            "_kale_worker_main(socket.socket(fileno=int(sys.argv[1])), sys.argv[2:])\n"
+        )
+    except (OSError, TypeError):  # no source to read (e.g. a frozen script)
+        return None
+    ours, theirs = socket.socketpair()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", code, str(theirs.fileno()), *preload],
+            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,  # each child has its own
+        )
+    except OSError:
+        ours.close()
+        return None
+    finally:
+        theirs.close()
+    return {"process": process, "channel": ours}
+
+
+def _kale_worker_stop(worker):
+    import subprocess
+
+    if worker is None:
+        return
+    worker["channel"].close()  # the worker exits when its channel closes
+    try:
+        worker["process"].wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        worker["process"].kill()
+
+
+def _kale_worker_send(channel, payload, fds=()):
+    """One length-prefixed message (and file descriptors) over the worker channel."""
+    import socket
+    import struct
+
+    header = struct.pack("!I", len(payload))
+    if fds:
+        socket.send_fds(channel, [header], list(fds))
+    else:
+        channel.sendall(header)
+    channel.sendall(payload)
+
+
+def _kale_worker_receive(channel, with_fds=False):
+    """The next message (and its file descriptors); ``(None, [])`` at end of channel."""
+    import socket
+    import struct
+
+    fds = []
+    if with_fds:
+        header, fds, _, _ = socket.recv_fds(channel, 4, 4)
+    else:
+        header = channel.recv(4)
+    while header and len(header) < 4:
+        more = channel.recv(4 - len(header))
+        if not more:
+            return None, fds
+        header += more
+    if not header:
+        return None, fds
+    size = struct.unpack("!I", header)[0]
+    payload = bytearray()
+    while len(payload) < size:
+        chunk = channel.recv(min(1 << 20, size - len(payload)))
+        if not chunk:
+            return None, fds
+        payload += chunk
+    return bytes(payload), fds
+
+
+def _kale_worker_command(full_command):
+    """``(component source, executor arguments)`` of kfp.local's command for a
+    lightweight component, or None for a command the worker does not know."""
+    if (
+        len(full_command) >= 4
+        and full_command[:2] == ["sh", "-ec"]
+        and "kfp.dsl.executor_main" in full_command[2]
+        and "ephemeral_component.py" in full_command[2]
+    ):
+        return full_command[3], list(full_command[4:])
+    return None
+
+
+def _kale_worker_submit(worker, full_command, env_vars):
+    """Run one step in a child of the worker: returns its output as a line iterator and
+    a function giving its exit code, or None (the caller then starts a process)."""
+    import json
+    import os
+
+    parsed = _kale_worker_command(full_command)
+    if worker is None or worker.get("broken") or parsed is None:
+        return None
+    source, arguments = parsed
+    request = json.dumps({"source": source, "arguments": arguments, "env": env_vars or {}})
+    read_end, write_end = os.pipe()
+    try:
+        _kale_worker_send(worker["channel"], request.encode("utf-8"), [write_end])
+    except OSError:
+        worker["broken"] = True
+        os.close(read_end)
+        return None
+    finally:
+        os.close(write_end)
+    lines = os.fdopen(read_end, "r", errors="replace", buffering=1)
+
+    def finish():
+        """The child's exit code; None if the worker died (the caller runs the step
+        in a process of its own, and so do all later steps)."""
+        lines.close()
+        try:
+            reply, _ = _kale_worker_receive(worker["channel"])
+        except OSError:
+            reply = None
+        if reply is None:
+            worker["broken"] = True
+            return None
+        return json.loads(reply)["status"]
+
+    return lines, finish
+
+
+def _kale_worker_main(channel, preload):
+    """The worker: import ``preload``, then fork one child per request and report
+    each child's exit status. Exits when the launcher closes the channel."""
+    import importlib
+    import json
+    import os
+    import sys
+
+    for module in preload:
+        try:
+            importlib.import_module(module)
+        except BaseException:  # noqa: BLE001 - the step imports it (and reports) itself
+            pass
+    importlib.import_module("kfp.dsl.executor_main")  # what every child runs
+
+    while True:
+        message, fds = _kale_worker_receive(channel, with_fds=True)
+        if message is None:
+            return
+        output = fds[0]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                channel.close()
+                os.dup2(output, 1)
+                os.dup2(output, 2)
+                os.close(output)
+                code = _kale_worker_child(json.loads(message))
+            except BaseException:  # noqa: BLE001 - anything the step did not catch
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                try:  # as a process exiting normally would
+                    import atexit
+
+                    atexit._run_exitfuncs()
+                except BaseException:  # noqa: BLE001
+                    pass
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except (OSError, ValueError):
+                        pass
+                os._exit(code)
+        os.close(output)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        _kale_worker_send(channel, json.dumps({"status": code}).encode("utf-8"))
+
+
+def _kale_worker_child(request):
+    """In the forked child: what kfp.local's ``sh -ec`` command does, minus starting
+    Python: write the component's source to a file and run kfp's executor on it."""
+    import os
+    import sys
+    import tempfile
+
+    os.environ.update(request["env"])
+    os.environ["_KFP_RUNTIME"] = "true"
+    folder = tempfile.mkdtemp()
+    path = os.path.join(folder, "ephemeral_component.py")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(request["source"])
+    sys.argv = ["executor_main", "--component_module_path", path, *request["arguments"]]
+    from kfp.dsl import executor_main
+
+    try:
+        executor_main.executor_main()
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    return 0
