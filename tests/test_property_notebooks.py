@@ -36,7 +36,7 @@ settings.register_profile(
 )
 settings.register_profile(
     "kale-dev",
-    max_examples=200,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -81,7 +81,12 @@ def test_a_step_that_fails_after_a_passing_one_reports_its_cell(tmp_path):
     assert "cell 2" in result.stderr
 
 
-@pytest.mark.parametrize("mode", [(), ("--isolated",)], ids=["forked", "isolated"])
+@pytest.mark.parametrize(
+    "mode",
+    # the forked way is what tests/test_examples.py runs on every example already
+    [pytest.param((), marks=pytest.mark.exhaustive), ("--isolated",)],
+    ids=["forked", "isolated"],
+)
 def test_an_example_computes_what_the_notebook_computes_both_ways(tmp_path, mode):
     examples = Path(__file__).resolve().parent.parent / "examples"
     notebook = tmp_path / "feature_engineering.ipynb"
