@@ -379,6 +379,11 @@ def watched_inputs(pipeline: Pipeline) -> None:
     reads later are not checked at all.
     """
     steps = pipeline.step_list()
+    readers_of: dict[tuple[str, str], list[Step]] = {}  # (name, producer) -> readers, in order
+    for other in steps:
+        for artifact in other.inputs:
+            readers_of.setdefault((artifact.name, artifact.producer), []).append(other)
+    last_cell = {other.name: max((cell.number for cell in other.cells), default=0) for other in steps}
     for step in steps:
         step.watched_inputs = {}
         if step.is_metrics:
@@ -388,10 +393,8 @@ def watched_inputs(pipeline: Pipeline) -> None:
                 continue
             readers = [
                 other.name
-                for other in steps
-                if other is not step
-                and (other.is_metrics or any(cell.number > step.first_cell for cell in other.cells))
-                and any(a.name == artifact.name and a.producer == artifact.producer for a in other.inputs)
+                for other in readers_of[(artifact.name, artifact.producer)]
+                if other is not step and (other.is_metrics or last_cell[other.name] > step.first_cell)
             ]
             if readers:
                 step.watched_inputs[artifact.name] = readers

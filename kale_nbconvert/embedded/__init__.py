@@ -20,28 +20,23 @@ and every other name a function uses is a builtin or a function its part ships.
 ``shipped`` reads the functions by syntax tree; no list of them is kept by hand.
 """
 
+import functools
+
 IN_STEP = ("step", "marshal", "divergence")
 """The modules whose functions run inside a step (kfp's ``additional_funcs``)."""
 COMMAND_LINE = ("cli", "local_run", "worker", "cluster")
 """The modules of the script's command line."""
 
 
-def shipped(part):
-    """The functions a part of the script ships (``IN_STEP``, ``COMMAND_LINE`` or any
-    tuple of module names here): name -> its exact source, in module order.
-
-    That is every function of the part's modules, then each function of another
-    module here that they use, directly or not (the command line's progress line
-    measures outputs with the marshaller's ``_kale_path_size``), so a part's list is
-    complete on its own. Raises ``ValueError`` for a module that holds anything else
-    than ``_kale_`` functions, its docstring and ``from __future__`` imports.
-    """
+@functools.lru_cache(maxsize=4)
+def _definitions(folder):
+    """Every embedded function in ``folder``: name -> (module, exact source, names it
+    uses). Read and parsed once per process: every conversion needs them."""
     import ast
     import io
-    import pathlib
 
-    definitions = {}  # name -> (module, source, names it uses)
-    for path in sorted(pathlib.Path(__file__).parent.glob("*.py")):
+    definitions = {}
+    for path in sorted(folder.glob("*.py")):
         if path.name == "__init__.py":
             continue
         text = path.read_text(encoding="utf-8")
@@ -69,6 +64,22 @@ def shipped(part):
                     f"kale_nbconvert/embedded/{path.name} line {node.lineno}: only top-level "
                     "functions named _kale_* can be embedded in a script (import inside them)"
                 )
+    return definitions
+
+
+def shipped(part):
+    """The functions a part of the script ships (``IN_STEP``, ``COMMAND_LINE`` or any
+    tuple of module names here): name -> its exact source, in module order.
+
+    That is every function of the part's modules, then each function of another
+    module here that they use, directly or not (the command line's progress line
+    measures outputs with the marshaller's ``_kale_path_size``), so a part's list is
+    complete on its own. Raises ``ValueError`` for a module that holds anything else
+    than ``_kale_`` functions, its docstring and ``from __future__`` imports.
+    """
+    import pathlib
+
+    definitions = _definitions(pathlib.Path(__file__).parent)
     unknown = set(part) - {module for module, _, _ in definitions.values()}
     if unknown:
         raise ValueError(f"no embedded module named {sorted(unknown)[0]!r}")
