@@ -58,6 +58,18 @@ K8S_LABEL_VALUE = re.compile(rf"^{_K8S_NAME}?$")
 LIMIT_TEXT = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_./]{0,252}$")
 CPU = re.compile(r"^[0-9]+(\.[0-9]+)?m?$")
 MEMORY = re.compile(r"^[0-9]+(\.[0-9]+)?(E|P|T|G|M|K|Ei|Pi|Ti|Gi|Mi|Ki)?$")
+_QUANTITY_EXAMPLES = {"limit": ("500m", "2", "4Gi"), "request": ("500m", "2", "1Gi")}
+
+
+def quantity_problem(kind: str, resource: str, quantity: str) -> tuple[str, str] | None:
+    """What is wrong with the cpu or memory quantity of a ``limit:``/``request:`` tag,
+    and the fix; None if it is fine (or the resource is neither)."""
+    cpu, cores, memory = _QUANTITY_EXAMPLES[kind]
+    if resource == "cpu" and not CPU.match(quantity):
+        return "not a CPU quantity", f"write e.g. '{kind}:cpu:{cpu}' or '{kind}:cpu:{cores}'"
+    if resource == "memory" and not MEMORY.match(quantity):
+        return "not a memory quantity", f"write e.g. '{kind}:memory:{memory}'"
+    return None
 DNS_SUBDOMAIN = re.compile(rf"^{_DNS_SUBDOMAIN}$")
 CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
@@ -408,13 +420,10 @@ def _parse_setting(settings: StepSettings, tag: str, kind: str, rest: str) -> No
 
     if kind == "request":
         resource, quantity = parts(2)
-        if resource == "cpu":
-            if not CPU.match(quantity):
-                raise refuse("not a CPU quantity", "write e.g. 'request:cpu:500m' or 'request:cpu:2'")
-        elif resource == "memory":
-            if not MEMORY.match(quantity):
-                raise refuse("not a memory quantity", "write e.g. 'request:memory:1Gi'")
-        else:
+        problem = quantity_problem("request", resource, quantity)
+        if problem:
+            raise refuse(*problem)
+        if resource not in ("cpu", "memory"):
             raise refuse(
                 "KFP can request only cpu and memory (an accelerator is requested by "
                 "its limit)",

@@ -14,8 +14,8 @@ import re
 from .errors import NotebookError
 from .literals import py_literal
 from .model import Pipeline, Step
+from .tags import quantity_problem
 
-from .tags import CPU, MEMORY  # noqa: F401 - the quantity syntax, shared with tags.py
 ACCELERATOR = re.compile(r"^[a-z0-9.-]+\.[a-z]+/[a-z0-9.-]+$")
 
 
@@ -31,14 +31,11 @@ def _limit_calls(step: Step, pipeline: Pipeline) -> list[str]:
                 fix=fix,
             )
 
-        if resource == "cpu":
-            if not CPU.match(quantity):
-                raise refuse("not a CPU quantity", "write e.g. 'limit:cpu:500m' or 'limit:cpu:2'")
-            calls.append(f"set_cpu_limit({py_literal(quantity)})")
-        elif resource == "memory":
-            if not MEMORY.match(quantity):
-                raise refuse("not a memory quantity", "write e.g. 'limit:memory:4Gi'")
-            calls.append(f"set_memory_limit({py_literal(quantity)})")
+        problem = quantity_problem("limit", resource, quantity)
+        if problem:
+            raise refuse(*problem)
+        if resource in ("cpu", "memory"):
+            calls.append(f"set_{resource}_limit({py_literal(quantity)})")
         elif ACCELERATOR.match(resource):
             if not quantity.isdigit():
                 raise refuse("an accelerator count must be a whole number", "write e.g. 'limit:nvidia.com/gpu:1'")
