@@ -19,15 +19,21 @@ NEVER_INSTALL = frozenset({"kfp", "__future__"})
 """kfp comes with the component (``install_kfp_package``)."""
 
 
-def imported_modules(code: str) -> set[str]:
-    """Top-level names of the modules ``code`` imports (anywhere, not relative)."""
-    found = set()
+def _dotted_imports(code: str, members: bool = False):
+    """The dotted modules ``code`` imports (anywhere, not relative); with ``members``,
+    ``from a.b import c`` also gives ``a.b.c`` (``c`` may be a submodule)."""
     for node in syntax.nodes_if(code, "import"):
         if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
+            yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
-    return found
+            yield node.module
+            if members:
+                yield from (f"{node.module}.{a.name}" for a in node.names if a.name != "*")
+
+
+def imported_modules(code: str) -> set[str]:
+    """Top-level names of the modules ``code`` imports (anywhere, not relative)."""
+    return {name.split(".")[0] for name in _dotted_imports(code)}
 
 
 @functools.lru_cache(maxsize=1)
@@ -79,17 +85,10 @@ def preload_modules(codes) -> list[str]:
     stdlib = set(sys.stdlib_module_names)
     found: dict[str, None] = {}
     for code in codes:
-        for node in syntax.nodes_if(code, "import"):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names if a.name != "*"]
-            else:
+        for name in _dotted_imports(code, members=True):
+            root = name.split(".")[0]
+            if root in FORK_UNSAFE or root in NEVER_INSTALL:
                 continue
-            for name in names:
-                root = name.split(".")[0]
-                if root in FORK_UNSAFE or root in NEVER_INSTALL:
-                    continue
-                if root in stdlib or root in _distributions_by_module():
-                    found[name] = None
+            if root in stdlib or root in _distributions_by_module():
+                found[name] = None
     return list(found)
