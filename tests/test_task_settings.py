@@ -286,3 +286,21 @@ def test_a_hostile_env_value_stays_data(tmp_path):
     _, spec, _ = _compile(tmp_path, [("x = 1", ["step:a", f"env:EVIL:{value}"])])
     assert env_of(spec, "a") == {"EVIL": value}
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_local_run_lists_a_steps_own_image_even_when_every_step_sets_it(tmp_path):
+    """The image a local run cannot use is any other than the notebook's own (BASE_IMAGE),
+    however many steps set it."""
+    script = write_script(
+        make_notebook([
+            ("x = 1", ["step:a", "image:python:3.12-slim"]),
+            ("y = x + 1", ["step:b", "prev:a", "image:python:3.12-slim"]),
+        ]),
+        tmp_path,
+        "nb.ipynb",
+    )
+    result = run_script(script, "--local")
+    assert result.returncode == 0, result.stdout + result.stderr
+    listed = [line for line in result.stdout.splitlines() if "not applied locally" in line]
+    assert listed == ["kale: not applied locally (cluster-only settings): "
+                      "a: image 'python:3.12-slim'; b: image 'python:3.12-slim'"]

@@ -9,13 +9,14 @@ import what they use.
 
 
 def _kale_main(build_pipeline, parameters, packages, script, argv=None,
-               pipeline_name="", experiment="", host="", preload=()):
+               pipeline_name="", experiment="", host="", preload=(), base_image=""):
     """``python pipeline.py [--local [--cache] | --host [URL]] [--param NAME=VALUE ...]``.
 
     ``pipeline_name``, ``experiment`` and ``host`` are the notebook's
     ``kubeflow_notebook`` metadata: defaults that the flags override. ``preload`` are
     the installed modules the notebook imports, which a ``--local`` run imports once
-    in its warm worker.
+    in its warm worker; ``base_image`` the notebook's image (a step with its own is
+    listed as a cluster-only setting on ``--local``).
     """
     import argparse
     import os
@@ -180,6 +181,7 @@ def _kale_main(build_pipeline, parameters, packages, script, argv=None,
         return _kale_run_local(
             build_pipeline, packages, {**defaults, **arguments}, args.runs_dir,
             use_cache=args.cache, script=script, preload=None if args.isolated else preload,
+            base_image=base_image,
         )
     from kfp import compiler
 

@@ -34,7 +34,7 @@ def _kale_check_local_packages(packages):
 
 
 def _kale_run_local(build_pipeline, packages, arguments, runs_dir, use_cache=False, script="",
-                    preload=()):
+                    preload=(), base_image=""):
     """Run every step here with kfp.local's SubprocessRunner, without a venv.
 
     kfp.local's own log (executor input JSON, coloured banners) is replaced by one
@@ -47,6 +47,7 @@ def _kale_run_local(build_pipeline, packages, arguments, runs_dir, use_cache=Fal
 
     ``preload`` (None: ``--isolated``) starts the warm worker the steps fork from
     (:func:`_kale_worker_start`); it starts first, so its imports overlap kfp's.
+    ``base_image`` is the notebook's image: a step with another is listed as cluster-only.
     """
     import sys
 
@@ -60,16 +61,18 @@ def _kale_run_local(build_pipeline, packages, arguments, runs_dir, use_cache=Fal
         return 1
     worker = None if preload is None else _kale_worker_start(preload)
     try:
-        return _kale_run_local_with(worker, build_pipeline, arguments, runs_dir, use_cache, script)
+        return _kale_run_local_with(worker, build_pipeline, arguments, runs_dir, use_cache, script,
+                                    base_image)
     finally:
         _kale_worker_stop(worker)
 
 
-def _kale_local_unapplied(pipeline):
+def _kale_local_unapplied(pipeline, base_image=""):
     """The step settings kfp.local cannot honour, read from the compiled pipeline, as one
     line ("a: cpu request, timeout, secret 'db-creds'; b: toleration"), or "" if none.
     Env vars, retries and caching kfp.local applies itself; requests, limits, a step's
-    own image and the Kubernetes platform settings are for a cluster only."""
+    own image (one other than ``base_image``, the notebook's) and the Kubernetes platform
+    settings are for a cluster only."""
     from google.protobuf import json_format
 
     spec = json_format.MessageToDict(pipeline.pipeline_spec)
@@ -78,7 +81,6 @@ def _kale_local_unapplied(pipeline):
     kubernetes = platform.get("platforms", {}).get("kubernetes", {}).get(
         "deploymentSpec", {}).get("executors", {})
     images = {name: executor.get("container", {}).get("image") for name, executor in executors.items()}
-    common = max(sorted(set(images.values()), key=str), key=list(images.values()).count, default=None)
     names = {
         "activeDeadlineSeconds": "timeout", "secretAsEnv": "secret", "secretAsVolume": "secret volume",
         "configMapAsEnv": "config map", "configMapAsVolume": "config map volume",
@@ -95,7 +97,7 @@ def _kale_local_unapplied(pipeline):
                 found.append(key[len("resource"):].replace("Cpu", "cpu ").replace("Memory", "memory ").lower())
             elif key == "accelerator":
                 found.append("accelerator")
-        if images.get(executor) != common:
+        if executor in images and images[executor] != base_image:
             found.append(f"image {images.get(executor)!r}")
         for key, value in sorted(kubernetes.get(executor, {}).items()):
             label = names.get(key, key)
@@ -110,7 +112,8 @@ def _kale_local_unapplied(pipeline):
     return "; ".join(steps)
 
 
-def _kale_run_local_with(worker, build_pipeline, arguments, runs_dir, use_cache, script):
+def _kale_run_local_with(worker, build_pipeline, arguments, runs_dir, use_cache, script,
+                         base_image=""):
     """The local run proper (see :func:`_kale_run_local`), steps forked from ``worker``
     where there is one."""
     import datetime
@@ -132,7 +135,7 @@ def _kale_run_local_with(worker, build_pipeline, arguments, runs_dir, use_cache,
     state = {"steps": {}, "current": None, "run": None, "total": len(tasks), "worker": worker}
     print(f"kale: running {pipeline.name} locally: {len(tasks)} steps"
           + (", reusing unchanged steps (--cache)" if use_cache else ""), flush=True)
-    unapplied = _kale_local_unapplied(pipeline)
+    unapplied = _kale_local_unapplied(pipeline, base_image)
     if unapplied:
         print("kale: not applied locally (cluster-only settings): " + unapplied, flush=True)
     started = time.perf_counter()
