@@ -62,10 +62,15 @@ def _text(value: Any, key: str, notebook: str) -> str:
     return value
 
 
+KFP_NAME_LENGTH = 128
+"""KFP refuses a longer pipeline name when it compiles (``^[a-z0-9][a-z0-9-]{0,127}$``)."""
+
+
 def pipeline_name_from(text: str) -> str:
-    """A KFP-friendly pipeline name (lowercase, digits, dashes)."""
+    """A KFP-friendly pipeline name (lowercase, digits, dashes), at most 128 characters:
+    a long notebook file name must not make the script fail to compile."""
     name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return name or "pipeline"
+    return name[:KFP_NAME_LENGTH].rstrip("-") or "pipeline"
 
 
 def _volumes(raw: Any, notebook: str, rok: dict[str, list[str]]) -> list[Volume]:

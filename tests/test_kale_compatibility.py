@@ -505,3 +505,20 @@ def test_a_published_kale_notebook_converts_and_compiles(notebook, tmp_path):
     spec = compile_in_process(path)
     steps = [step.name for step in pipeline.steps.values()]
     assert tasks_of(spec) == {kfp_name(name) for name in steps}
+
+
+def test_a_long_notebook_name_still_gives_a_pipeline_kfp_compiles(tmp_path):
+    """KFP refuses pipeline names over 128 characters; the name derived from the
+    notebook's file name (or its pipeline_name) is cut to fit."""
+    from helpers import make_notebook, run_script, write_script
+
+    stem = "experiment-" + "very-long-title-" * 15
+    nb = make_notebook([("x = 1", ["step:a"])], metadata={"pipeline_name": stem + "v2"})
+    script = write_script(nb, tmp_path, "nb.ipynb")
+    result = run_script(script)
+    assert result.returncode == 0, result.stderr
+    import yaml
+
+    spec = next(yaml.safe_load_all((tmp_path / "nb.yaml").read_text()))
+    name = spec["pipelineInfo"]["name"]
+    assert len(name) <= 128 and name.startswith("experiment-very-long-title") and not name.endswith("-")
