@@ -110,24 +110,50 @@ def generated_names(pipeline: Pipeline) -> ScriptNames:
 class StepView:
     name: str
     function: str
-    component: str
-    task: str
-    kfp_name: str
-    """A Python literal."""
-    signature: str
+    definition: str
+    """``def <function>(<signature>):``, wrapped."""
     docstring: str
     body: str
     """The call of the in-step runtime, indented for the function body."""
-    packages: str
-    arguments: str
-    """Keyword arguments of the component call inside the pipeline function."""
+    component: str
+    """``<component> = _kale_component(...)``, inside ``build_pipeline``."""
+    task: str
+    call: str
+    """``[<task> = ]<component>(<arguments>)``, inside the pipeline function: the
+    task is bound only where a later line uses it (pyflakes-clean script)."""
     after: list[str] = field(default_factory=list)
     task_calls: list[str] = field(default_factory=list)
     kubernetes_calls: list[tuple[str, str]] = field(default_factory=list)
 
 
+WIDTH = 88
+"""The width the script's own lines are wrapped to (the notebook's cells are kept as
+they are)."""
+
+
+def wrapped(opening: str, items: list[str], closing: str, indent: int) -> str:
+    """``opening a, b closing`` on one line if it fits in ``WIDTH`` at ``indent``, else
+    one item per line, as a person would wrap it."""
+    one_line = f"{opening}{', '.join(items)}{closing}"
+    if indent + len(one_line) <= WIDTH or not items:
+        return one_line
+    inner = " " * (indent + 4)
+    return f"{opening}\n" + "".join(f"{inner}{item},\n" for item in items) + " " * indent + closing
+
+
+def call_text(head: str, arguments: list[str], indent: int, closing: str = ")") -> str:
+    """``head(arguments)``, wrapped (``wrapped``)."""
+    return wrapped(f"{head}(", arguments, closing, indent)
+
+
+def _input_kind(artifact, pipeline: Pipeline) -> str:
+    """The type the producer declares for the output: ``Input[Model]`` for a
+    ``Output[Model]``, so the KFP UI and compiler see one type along the edge."""
+    return pipeline.steps[artifact.producer].output_kinds.get(artifact.name, "Artifact")
+
+
 def _signature(step: Step, pipeline: Pipeline) -> list[str]:
-    arguments = [f"{a.input_argument}: Input[Artifact]" for a in step.inputs]
+    arguments = [f"{a.input_argument}: Input[{_input_kind(a, pipeline)}]" for a in step.inputs]
     arguments += [f"{name}: {pipeline.parameters[name].type_name}" for name in step.parameters]
     arguments += [
         f"{name}_out: Output[{step.output_kinds.get(name, 'Artifact')}]" for name in step.outputs
@@ -148,52 +174,85 @@ def _signature(step: Step, pipeline: Pipeline) -> list[str]:
     return arguments
 
 
+def _mapping(opening: str, pairs: list[tuple[str, str]], indent: int) -> str:
+    """``opening{key: value, ...}`` from source pairs, wrapped."""
+    return wrapped(opening + "{", [f"{key}: {value}" for key, value in pairs], "}", indent)
+
+
+def _cells_literal(cells, indent: int) -> str:
+    """``[(number, code), ...]``, one cell per line; the code byte for byte."""
+    inner = " " * (indent + 4)
+    return "[\n" + "".join(
+        f"{inner}({cell.number}, {py_literal(cell.code)}),\n" for cell in cells
+    ) + " " * indent + "]"
+
+
 def _body(step: Step, pipeline: Pipeline) -> str:
-    inputs = "{" + ", ".join(
-        f"{py_literal(a.name)}: ({a.input_argument}, {py_literal(a.producer)})"
-        for a in step.inputs
-    ) + "}"
-    parameters = "{" + ", ".join(f"{py_literal(n)}: {n}" for n in step.parameters) + "}"
+    """The component's one statement: the in-step runtime's call, with only the
+    arguments this step uses (the runtime's defaults stand for the others)."""
+    inputs = [
+        (py_literal(a.name), f"({a.input_argument}, {py_literal(a.producer)})") for a in step.inputs
+    ]
+    parameters = [(py_literal(name), name) for name in step.parameters]
     if step.is_metrics:
-        return f"_kale_log_metrics({py_literal(pipeline.notebook)}, {inputs}, metrics, {parameters})"
-    cells = "".join(
-        f"        ({cell.number}, {py_literal(cell.code)}),\n" for cell in step.cells
-    )
-    outputs = "{" + ", ".join(f"{py_literal(n)}: {n}_out" for n in step.outputs) + "}"
-    output_cells = "{" + ", ".join(
-        f"{py_literal(n)}: {step.output_cells[n]}" for n in step.outputs if n in step.output_cells
-    ) + "}"
-    return (
-        "_kale_run_step(\n"
-        f"        notebook={py_literal(pipeline.notebook)},\n"
-        f"        step={py_literal(step.name)},\n"
-        f"        cells=[\n{cells}        ],\n"
-        "        shared=_kale_shared_cells(),\n"
-        f"        imports={py_literal(step.replayed_imports)},\n"
-        f"        parameters={parameters},\n"
-        f"        inputs={inputs},\n"
-        f"        outputs={outputs},\n"
-        f"        uses_ipython={step.uses_ipython or any(c.uses_ipython for c in pipeline.shared_cells)},\n"
-        f"        output_cells={output_cells},\n"
-        + (f"        watched={py_literal(step.watched_inputs)},\n" if step.watched_inputs else "")
-        + "    )"
-    )
+        arguments = [py_literal(pipeline.notebook), _mapping("", inputs, 8), "metrics"]
+        if parameters:
+            arguments.append(_mapping("", parameters, 8))
+        return call_text("_kale_log_metrics", arguments, 4)
+    arguments = [
+        f"notebook={py_literal(pipeline.notebook)}",
+        f"step={py_literal(step.name)}",
+        f"cells={_cells_literal(step.cells, 8)}",
+    ]
+    if pipeline.shared_cells:
+        arguments.append("shared=_kale_shared_cells()")
+    if step.replayed_imports:
+        arguments.append(
+            wrapped("imports=[", [py_literal(s) for s in step.replayed_imports], "]", 8)
+        )
+    if parameters:
+        arguments.append(_mapping("parameters=", parameters, 8))
+    if inputs:
+        arguments.append(_mapping("inputs=", inputs, 8))
+    if step.outputs:
+        outputs = [(py_literal(n), f"({n}_out, {step.output_cells.get(n)})") for n in step.outputs]
+        arguments.append(_mapping("outputs=", outputs, 8))
+    if step.uses_ipython or any(cell.uses_ipython for cell in pipeline.shared_cells):
+        arguments.append("ipython=True")
+    if step.watched_inputs:
+        watched = [(py_literal(n), py_literal(r)) for n, r in step.watched_inputs.items()]
+        arguments.append(_mapping("watched=", watched, 8))
+    # always one argument per line: the cells read as a block of their own
+    return "_kale_run_step(\n" + "".join(f"        {a},\n" for a in arguments) + "    )"
 
 
 def _docstring(step: Step) -> str:
     if step.is_metrics:
         return "Report the notebook's pipeline-metrics variables as KFP metrics."
     numbers = ", ".join(str(cell.number) for cell in step.cells)
-    return f"Step {step.name}: notebook cells {numbers}."
+    return f"Step {step.name}: notebook cell{'s' if len(step.cells) > 1 else ''} {numbers}."
 
 
-def _arguments(step: Step, pipeline: Pipeline, names: ScriptNames) -> str:
+def _arguments(step: Step, pipeline: Pipeline, names: ScriptNames) -> list[str]:
     arguments = [
         f'{a.input_argument}={names.steps[a.producer].task}.outputs["{a.name}_out"]'
         for a in step.inputs
     ]
     arguments += [f"{name}={name}" for name in step.parameters]
-    return ", ".join(arguments)
+    return arguments
+
+
+def _artifact_types(pipeline: Pipeline) -> list[str]:
+    """The ``kfp.dsl`` names the components' signatures use, for the import line."""
+    used = set()
+    for step in pipeline.step_list():
+        if step.inputs:
+            used |= {"Input"} | {_input_kind(a, pipeline) for a in step.inputs}
+        if step.outputs:
+            used |= {"Output"} | {step.output_kinds.get(n, "Artifact") for n in step.outputs}
+        if step.is_metrics:
+            used |= {"Output", "Metrics"}
+    return sorted(used)
 
 
 def _check_identifiers(pipeline: Pipeline) -> None:
@@ -223,6 +282,11 @@ def _check_volumes(pipeline: Pipeline) -> None:
             )
 
 
+def _paragraph(text: str) -> str:
+    """``text`` wrapped to ``WIDTH`` for the docstring, then a blank line."""
+    return textwrap.fill(text, width=WIDTH, break_long_words=False, break_on_hyphens=False) + "\n\n"
+
+
 def _warnings_text(pipeline: Pipeline) -> str:
     """The conversion's warnings, for the script's docstring: from JupyterLab's Export
     the log is out of sight, the downloaded script is not."""
@@ -232,7 +296,7 @@ def _warnings_text(pipeline: Pipeline) -> str:
     for message in pipeline.warnings:
         lines += textwrap.wrap(
             _one_line(str(message)),  # a notebook named "a\nb" stays one visible name
-            width=88,
+            width=WIDTH,
             initial_indent="    - ",
             subsequent_indent="      ",
             break_long_words=False,
@@ -246,40 +310,51 @@ def script_context(pipeline: Pipeline) -> dict:
     _check_identifiers(pipeline)
     _check_volumes(pipeline)
     names = generated_names(pipeline)
+    used_tasks = {a.producer for step in pipeline.step_list() for a in step.inputs}
+    used_tasks |= {name for step in pipeline.step_list() for name in step.prev}
     steps = []
     for step in pipeline.step_list():
         own = names.steps[step.name]
+        after = [
+            names.steps[name].task
+            for name in step.prev
+            if name not in {a.producer for a in step.inputs}
+        ]
+        calls = task_calls(step, pipeline)
+        kubernetes = kubernetes_calls(step, pipeline)
+        bound = step.name in used_tasks or after or calls or kubernetes or pipeline.volumes
         steps.append(
             StepView(
                 name=step.name,
                 function=own.function,
-                component=own.component,
-                task=own.task,
-                kfp_name=py_literal(own.kfp),
-                signature=", ".join(_signature(step, pipeline)),
+                definition=call_text(f"def {own.function}", _signature(step, pipeline), 0, "):"),
                 docstring=docstring_text(_docstring(step)),
                 body=_body(step, pipeline),
-                packages=py_literal(step.packages),
-                arguments=_arguments(step, pipeline, names),
-                after=[
-                    names.steps[name].task
-                    for name in step.prev
-                    if name not in {a.producer for a in step.inputs}
-                ],
-                task_calls=task_calls(step, pipeline),
-                kubernetes_calls=kubernetes_calls(step, pipeline),
+                component=call_text(
+                    f"{own.component} = _kale_component",
+                    [own.function, py_literal(step.packages), py_literal(own.kfp)],
+                    4,
+                ),
+                task=own.task,
+                call=call_text(
+                    f"{own.task} = {own.component}" if bound else own.component,
+                    _arguments(step, pipeline, names),
+                    8,
+                ),
+                after=after,
+                task_calls=calls,
+                kubernetes_calls=kubernetes,
             )
         )
-    shared = "[\n" + "".join(
-        f"        ({cell.number}, {py_literal(cell.code)}),\n" for cell in pipeline.shared_cells
-    ) + "    ]"
-    parameters = ", ".join(
+    parameters = [
         f"{p.name}: {p.type_name} = {py_literal(p.default)}" for p in pipeline.parameters.values()
-    )
+    ]
     summary = (
-        f"{pipeline.name}: a Kubeflow pipeline generated from {pipeline.notebook} by "
-        f"kale_nbconvert {__version__}.\n\n"
-        + (f"{pipeline.description}\n\n" if pipeline.description else "")
+        _paragraph(
+            f"{pipeline.name}: a Kubeflow pipeline generated from {pipeline.notebook} by "
+            f"kale_nbconvert {__version__}."
+        )
+        + (_paragraph(pipeline.description) if pipeline.description else "")
         + "Edit the notebook and convert it again rather than editing this file.\n\n"
         + _warnings_text(pipeline)
         + "Data flow (inputs arrive as KFP artifacts from the named step):\n\n"
@@ -296,24 +371,37 @@ def script_context(pipeline: Pipeline) -> dict:
     return {
         "version": __version__,
         "docstring": docstring_text(summary),
-        "description": py_literal(pipeline.description),
+        "pipeline_decorator": call_text(
+            "@dsl.pipeline",
+            ["name=PIPELINE_NAME", f"description={py_literal(pipeline.description)}"],
+            4,
+        ),
         "runtime_source": "\n\n\n".join(in_step.values()),
         "launcher_source": "\n\n\n".join(
             source for name, source in shipped(COMMAND_LINE).items() if name not in in_step
         ),
         "runtime_functions": textwrap.fill(
-            ", ".join([*in_step, "_kale_shared_cells"]) + ",", width=88, initial_indent="    ",
+            ", ".join([*in_step, *(["_kale_shared_cells"] if pipeline.shared_cells else [])]) + ",",
+            width=WIDTH, initial_indent="    ",
             subsequent_indent="    ", break_long_words=False, break_on_hyphens=False,
         ),
-        "shared": shared,
+        "shared": _cells_literal(pipeline.shared_cells, 4) if pipeline.shared_cells else "",
         "steps": steps,
-        "packages": py_literal(pipeline.packages),
-        "preload": py_literal(pipeline.preload_modules),
-        "parameters_signature": parameters,
-        "parameters_table": "{" + ", ".join(
-            f"{py_literal(p.name)}: ({py_literal(p.type_name)}, {py_literal(p.default)})"
-            for p in pipeline.parameters.values()
-        ) + "}",
+        "packages": wrapped("PACKAGES = [", [py_literal(p) for p in pipeline.packages], "]", 0),
+        "preload": wrapped(
+            "PRELOAD = [", [py_literal(m) for m in pipeline.preload_modules], "]", 0
+        ),
+        "pipeline_definition": call_text(f"def {names.pipeline_function}", parameters, 4, "):"),
+        "parameters_table": wrapped(
+            "PARAMETERS = {",
+            [
+                f"{py_literal(p.name)}: ({py_literal(p.type_name)}, {py_literal(p.default)})"
+                for p in pipeline.parameters.values()
+            ],
+            "}",
+            0,
+        ),
+        "artifact_types": ", ".join(_artifact_types(pipeline)),
         "uses_kubernetes": uses_kubernetes(pipeline),
         "volumes": [
             {

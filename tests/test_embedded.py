@@ -96,10 +96,12 @@ def test_anything_but_functions_is_refused(tmp_path, monkeypatch):
         shipped(("extra",))
 
 
-def test_a_generated_script_ships_the_derived_list(tmp_path):
+@pytest.mark.parametrize("shared", [True, False], ids=["imports cell", "no shared cell"])
+def test_a_generated_script_ships_the_derived_list(tmp_path, shared):
     from helpers import make_notebook, write_script
 
-    notebook = make_notebook([("x = 1", ["step:a"]), ("y = x", ["step:b", "prev:a"])])
+    cells = [("x = 1", ["step:a"]), ("y = x", ["step:b", "prev:a"])]
+    notebook = make_notebook([("import os", ["imports"])] * shared + cells)
     script = write_script(notebook, tmp_path, "ship.ipynb")
     tree = ast.parse(script.read_text(encoding="utf-8"))
     assigned = {
@@ -108,7 +110,7 @@ def test_a_generated_script_ships_the_derived_list(tmp_path):
     }
     assert "RUNTIME_FUNCTIONS" not in assigned
     listed = [element.id for element in assigned["RUNTIME"].elts]
-    assert listed == [*shipped(IN_STEP), "_kale_shared_cells"]
+    assert listed == [*shipped(IN_STEP), *["_kale_shared_cells"] * shared]
     defined = [node.name for node in tree.body if isinstance(node, ast.FunctionDef)]
     assert set(shipped(IN_STEP)) | set(shipped(COMMAND_LINE)) <= set(defined)
     assert len(defined) == len(set(defined))  # _kale_path_size once, not once per part

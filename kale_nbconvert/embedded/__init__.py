@@ -18,6 +18,10 @@ functions named ``_kale_*`` (besides the module docstring and ``from __future__`
 imports), each importing what it uses inside its body, no import of ``kale_nbconvert``,
 and every other name a function uses is a builtin or a function its part ships.
 ``shipped`` reads the functions by syntax tree; no list of them is kept by hand.
+
+What a script carries is the code, not its commentary: comments are left out and each
+docstring is cut to its first paragraph (``_compact``), so the machinery takes fewer
+lines than the notebook's own code would deserve; the full text is here.
 """
 
 import functools
@@ -54,7 +58,8 @@ def _definitions(folder):
                 # the function's own lines, and the node numbered from them
                 own = "".join(lines[node.lineno - 1 : node.end_lineno])
                 ast.increment_lineno(node, 1 - node.lineno)
-                definitions[node.name] = (path.stem, ast.get_source_segment(own, node), used)
+                source = _compact(ast.get_source_segment(own, node), node)
+                definitions[node.name] = (path.stem, source, used)
             elif index == 0 and docstring:
                 continue
             elif isinstance(node, ast.ImportFrom) and node.module == "__future__":
@@ -65,6 +70,40 @@ def _definitions(folder):
                     "functions named _kale_* can be embedded in a script (import inside them)"
                 )
     return definitions
+
+
+def _compact(source, node):
+    """``source`` of the function ``node`` (numbered from line 1) without its comments
+    and with its docstring cut to the first paragraph: the summary stays readable in
+    the script, the explanation stays in this package."""
+    import ast
+    import io
+    import tokenize
+
+    lines = source.splitlines(keepends=True)
+    drop = set()
+    first = node.body[0]
+    if (
+        isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+        and first.end_lineno > first.lineno
+    ):
+        start, end = first.lineno - 1, first.end_lineno - 1
+        blank = next((i for i in range(start + 1, end) if not lines[i].strip()), None)
+        if blank is not None:
+            quote = lines[start].lstrip()[:3]
+            lines[blank - 1] = lines[blank - 1].rstrip() + quote + "\n"
+            drop.update(range(blank, end + 1))
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            row, column = token.start[0] - 1, token.start[1]
+            code = lines[row][:column].rstrip()
+            if code:
+                lines[row] = code + "\n"
+            else:
+                drop.add(row)
+    return "".join(line for i, line in enumerate(lines) if i not in drop).rstrip("\n")
 
 
 def shipped(part):

@@ -14,13 +14,19 @@ to the ``__main__`` of the step that loads them.
 """
 
 
-def _kale_run_step(notebook, step, cells, shared=(), imports=(), parameters=None, inputs=None, outputs=None, uses_ipython=False, output_cells=None, watched=None):
+def _kale_run_step(
+    notebook, step, cells, shared=(), imports=(), parameters=None, inputs=None, outputs=None,
+    ipython=False, watched=None,
+):
     """Run one step: load its inputs, exec its cells in order, save its outputs.
 
-    ``cells`` and ``shared`` are ``[(cell_number, code)]``; ``inputs`` maps a variable
-    to ``(input_artifact, producing_step)``; ``outputs`` maps a variable to its output
-    artifact (a KFP artifact, whose metadata gets the type, serializer and size, or a
-    bare path); ``output_cells`` maps it to the cell that last set it (for messages).
+    ``cells`` and ``shared`` are ``[(cell_number, code)]``; ``imports`` the import
+    statements of modules bound upstream that the step uses; ``parameters`` maps a
+    pipeline parameter to its value; ``inputs`` maps a variable to ``(input_artifact,
+    producing_step)``; ``outputs`` maps a variable to ``(output_artifact, cell)``: a KFP
+    artifact, whose metadata gets the type, serializer and size, or a bare path, and
+    the cell that last sets it (for messages, or None). ``ipython``: some cell needs
+    IPython (magics, ``get_ipython()``).
     ``watched`` maps the inputs the plan expects unchanged but later steps read too to
     those steps: the step checks them after its cells (``_kale_watch_start``).
     A failing cell prints a traceback that names the notebook cell and exits non-zero,
@@ -46,7 +52,7 @@ def _kale_run_step(notebook, step, cells, shared=(), imports=(), parameters=None
     sys.modules["__main__"] = module
     try:
         namespace["display"] = _kale_display_function()
-        if uses_ipython:
+        if ipython:
             from IPython.core.interactiveshell import InteractiveShell
 
             shell = InteractiveShell.instance(user_module=module, user_ns=namespace)
@@ -78,14 +84,13 @@ def _kale_run_step(notebook, step, cells, shared=(), imports=(), parameters=None
             raise SystemExit(1) from None
         warnings = _kale_watch_finish(notebook, step, watch, namespace)
         problems = []
-        for name, artifact in sorted((outputs or {}).items()):
+        for name, (artifact, cell) in sorted((outputs or {}).items()):
             if name not in namespace:
                 problems.append(
                     f"it should hand on {name!r}, but {name!r} is not defined when "
                     "the step ends"
                 )
                 continue
-            cell = (output_cells or {}).get(name)
             try:
                 _kale_save(notebook, step, name, namespace[name], artifact, cell)
             except RuntimeError as error:
@@ -93,7 +98,7 @@ def _kale_run_step(notebook, step, cells, shared=(), imports=(), parameters=None
         if problems:
             _kale_fail(step, "\n".join(problems) if len(problems) == 1 else
                        "\n  - " + "\n  - ".join(problems))
-        for artifact in (outputs or {}).values() if warnings else ():
+        for artifact, _ in (outputs or {}).values() if warnings else ():
             metadata = getattr(artifact, "metadata", None)
             if isinstance(metadata, dict):  # the run's record of it (KFP UI, kale-run.json)
                 metadata["kale_warnings"] = warnings
