@@ -15,6 +15,12 @@ ways:
   config files), so an option set for the command line applies in JupyterLab too. The
   server's own config (``jupyter_server_config.py``, ``jupyter lab --X.y=...``) wins.
 
+The same goes for ``POST /nbconvert/kale`` (a notebook sent as JSON, ``{"content":
+NOTEBOOK, "name": "nb.ipynb"}``, converted without being saved; jupyter_server's
+``NbconvertPostHandler``): the script, or the same ``422`` page. The download handler's
+URL pattern matches ``/nbconvert/kale`` too (its path may be empty), so without a POST
+handler of our own in front of it a POST would reach a handler that only knows GET.
+
 Other formats, and ``jupyter nbconvert`` itself, are untouched. The extension is enabled
 by ``etc/jupyter/jupyter_server_config.d/kale_nbconvert.json``, which installing the
 package puts in place (``jupyter server extension list`` shows it; ``jupyter server
@@ -28,7 +34,7 @@ import os
 import shlex
 
 from jupyter_server.base.handlers import path_regex
-from jupyter_server.nbconvert.handlers import NbconvertFileHandler
+from jupyter_server.nbconvert.handlers import NbconvertFileHandler, NbconvertPostHandler
 from jupyter_server.utils import url_path_join
 from traitlets.config import Config
 from traitlets.config.loader import ConfigFileNotFound, JSONFileConfigLoader, PyFileConfigLoader
@@ -49,8 +55,16 @@ def _load_jupyter_server_extension(serverapp) -> None:
     names this module)."""
     web_app = serverapp.web_app
     web_app.settings[CONFIG_PATHS] = list(serverapp.config_file_paths)
-    pattern = url_path_join(web_app.settings["base_url"], rf"/nbconvert/(?P<format>{FORMAT}){path_regex}")
-    web_app.add_handlers(".*$", [(pattern, KaleNbconvertFileHandler)])
+    base_url = web_app.settings["base_url"]
+    # The server's own order: the bare /nbconvert/FORMAT is the POST handler's (as in
+    # jupyter_server's default_handlers); /nbconvert/FORMAT/PATH is the download's.
+    web_app.add_handlers(
+        ".*$",
+        [
+            (url_path_join(base_url, rf"/nbconvert/(?P<format>{FORMAT})"), KaleNbconvertPostHandler),
+            (url_path_join(base_url, rf"/nbconvert/(?P<format>{FORMAT}){path_regex}"), KaleNbconvertFileHandler),
+        ],
+    )
     serverapp.log.info("kale_nbconvert: conversion errors of /nbconvert/%s/ answer %d with the notebook's cell and fix", FORMAT, STATUS)
 
 
@@ -74,8 +88,9 @@ def nbconvert_config(paths: list[str], log=None) -> Config:
     return merged
 
 
-class KaleNbconvertFileHandler(NbconvertFileHandler):
-    """jupyter_server's nbconvert download handler, for the ``kale`` format only."""
+class _KaleErrorPage:
+    """What the two handlers below add to jupyter_server's: the exporter's config read
+    as ``jupyter nbconvert`` reads it, and a KaleError answered with our page."""
 
     @property
     def config(self):
@@ -103,6 +118,26 @@ class KaleNbconvertFileHandler(NbconvertFileHandler):
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         self.finish(error_page(error, (self.path_kwargs or {}).get("path", "").strip("/")))
+
+
+class KaleNbconvertFileHandler(_KaleErrorPage, NbconvertFileHandler):
+    """jupyter_server's nbconvert download handler (``GET /nbconvert/kale/PATH``), for
+    the ``kale`` format only."""
+
+
+class KaleNbconvertPostHandler(_KaleErrorPage, NbconvertPostHandler):
+    """jupyter_server's nbconvert POST handler (``POST /nbconvert/kale`` with the
+    notebook in the body), for the ``kale`` format only. The page names the notebook by
+    the body's ``name`` (there is no path)."""
+
+    def log_exception(self, typ, value, tb) -> None:
+        # Unlike the download handler, the server's POST handler logs nothing before
+        # it answers: say it once, on one line, as a GET does.
+        error = _kale_error((typ, value, tb))
+        if error is None:
+            super().log_exception(typ, value, tb)
+        else:
+            self.log.error("nbconvert failed: %s", error)
 
 
 def _config_paths() -> list[str]:

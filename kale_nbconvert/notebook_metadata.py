@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import NotebookError
 from .model import Pipeline, StepSettings, Volume
-from .tags import TagError, duration_seconds, parse_tags
+from .tags import TagError, duration_seconds, parse_tags, shown
 
 USED_KEYS = {
     "pipeline_name",
@@ -64,6 +64,7 @@ def _text(value: Any, key: str, notebook: str) -> str:
 
 KFP_NAME_LENGTH = 128
 """KFP refuses a longer pipeline name when it compiles (``^[a-z0-9][a-z0-9-]{0,127}$``)."""
+NAME_OPTION = "TagMergePreprocessor.pipeline_name"
 
 
 def pipeline_name_from(text: str) -> str:
@@ -231,8 +232,15 @@ def _timeout(raw: Any, notebook: str) -> int | None:
     return seconds
 
 
-def apply_notebook_metadata(pipeline: Pipeline, metadata: Any, default_name: str) -> None:
-    """Fill the pipeline's notebook-wide settings from ``metadata.kubeflow_notebook``."""
+def apply_notebook_metadata(
+    pipeline: Pipeline, metadata: Any, default_name: str, name_option: str = ""
+) -> None:
+    """Fill the pipeline's notebook-wide settings from ``metadata.kubeflow_notebook``.
+
+    ``name_option`` (``--TagMergePreprocessor.pipeline_name``, or the same key in a
+    config file) wins over the metadata's ``pipeline_name``; both go through
+    :func:`pipeline_name_from`, and a warning says when the option's value had to change.
+    """
     notebook = pipeline.notebook
     raw = metadata.get("kubeflow_notebook") if hasattr(metadata, "get") else None
     if raw is None:
@@ -249,6 +257,15 @@ def apply_notebook_metadata(pipeline: Pipeline, metadata: Any, default_name: str
         )
     name = _text(raw.get("pipeline_name"), "pipeline_name", notebook) or default_name
     pipeline.name = pipeline_name_from(name)
+    if name_option.strip():
+        pipeline.name = pipeline_name_from(name_option)
+        if pipeline.name != name_option:
+            pipeline.warnings.append(
+                f"{notebook}: {NAME_OPTION} is {shown(name_option)}, which Kubeflow does not "
+                f"accept as a pipeline name (lowercase letters, digits and '-', at most "
+                f"{KFP_NAME_LENGTH} characters), so the pipeline is named {pipeline.name!r}. "
+                f"Fix: set {NAME_OPTION} to {pipeline.name!r} to silence this"
+            )
     pipeline.description = _text(
         raw.get("pipeline_description"), "pipeline_description", notebook
     )

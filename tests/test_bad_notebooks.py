@@ -922,3 +922,64 @@ def test_a_missing_or_truncated_input_artifact_fails_the_step_by_name(tmp_path):
     assert partial.returncode != 0
     assert "step 'b' failed" in partial.stderr and "'x'" in partial.stderr, partial.stderr
     assert not (tmp_path / "b-ran").exists()
+
+
+# -- papermill's injected-parameters cell, prev: on the step's own first cell ---------------
+# (run by the same checks as CASES: one line naming cell, step or section, and a fix)
+
+
+def _injected(source: str) -> dict:
+    """papermill's cell as it writes it: tags exactly ['injected-parameters']."""
+    return code("# Parameters\n" + source, ["injected-parameters"])
+
+
+MORE_CASES = [
+    Case(
+        "prev-itself-on-the-first-cell-of-a-continued-step",
+        nb_bytes([("x = 1", ["step:a", "prev:a"]), ("y = x", ["prev:a"])]),
+        ["step 'a' lists itself in 'prev:'", "remove 'prev:a'"],
+        cell=1,
+        step="a",
+    ),
+    Case(
+        "injected-parameter-none",
+        raw_bytes(v4([code("seed = 42", ["parameters"]), _injected("seed = None\n"), code("print(seed)", ["step:a"])])),
+        ["parameter 'seed' has the value None", "run papermill with a value of type int", "delete the 'injected-parameters' cell"],
+        cell=2,
+        section="pipeline-parameters",
+    ),
+    Case(
+        "injected-parameter-not-a-literal",
+        raw_bytes(v4([code("rate = 0.5", ["parameters"]), _injected("rate = float('nan')\n"), code("print(rate)", ["step:a"])])),
+        ["the value of parameter 'rate' is not a literal"],
+        cell=2,
+        section="pipeline-parameters",
+    ),
+    Case(
+        "injected-cell-also-tagged-imports",
+        raw_bytes(v4([code("x = 1", ["step:a"]), code("seed = 1", ["injected-parameters", "imports"])])),
+        ["tags 'imports' and 'injected-parameters' conflict on one cell", "keep one of them"],
+        cell=2,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", MORE_CASES, ids=[case.id for case in MORE_CASES])
+def test_more_bad_notebooks_give_one_clear_error(tmp_path, case):
+    test_bad_notebook_gives_one_clear_error(tmp_path, case)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the CLI driver forks")
+def test_more_bad_notebooks_through_the_cli(tmp_path):
+    jobs = []
+    for case in MORE_CASES:
+        folder = tmp_path / case.id
+        folder.mkdir()
+        (folder / f"{case.id}.ipynb").write_bytes(case.content)
+        jobs.append({"folder": str(folder), "args": ["--to", "kale", f"{case.id}.ipynb"]})
+    for case, result in zip(MORE_CASES, run_cli_many(jobs)):
+        last = result["stderr"].strip().splitlines()[-1]
+        assert result["rc"] == 1, result["stderr"]
+        assert f"ERROR | {case.id}.ipynb" in last and all(f in last for f in case.expect), result["stderr"]
+        assert "Traceback" not in result["stderr"]
+        assert sorted(p.name for p in (tmp_path / case.id).iterdir()) == [f"{case.id}.ipynb"]

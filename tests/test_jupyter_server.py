@@ -165,6 +165,60 @@ def test_the_error_page_names_the_notebook_cell_step_and_fix(server, server_log)
     assert "Traceback" not in log and "500 GET /nbconvert/kale" not in log
 
 
+def _post(url: str, notebook, name: str):
+    """jupyter_server's nbconvert POST: the notebook in the body, as JSON, not on disk."""
+    body = json.dumps({"content": notebook, "name": name}).encode("utf-8")
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"},
+    )
+    return urllib.request.urlopen(request, timeout=60)
+
+
+def test_a_posted_notebook_converts_to_the_pipeline_script(server):
+    """POST /nbconvert/kale answers what GET answers for the same notebook on disk."""
+    nb = make_notebook(
+        [
+            ("n = 2", ["pipeline-parameters"]),
+            ("x = n * 21", ["step:answer"]),
+            ("print(x)", ["step:show", "prev:answer"]),
+        ]
+    )
+    response = _post(f"{server}/nbconvert/kale", nb, "posted.ipynb")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/x-python")
+    script = response.read().decode()
+    compile(script, "posted.py", "exec")
+    assert "generated from posted.ipynb" in script
+    assert re.search(r"^def answer\w*\(", script, re.M) and "x_in: Input[Artifact]" in script
+    # the config reaches the POST's exporter too: the server's option wins over the file
+    assert "BASE_IMAGE = 'python:from-the-server'" in script
+
+
+def test_a_posted_notebook_with_a_kale_error_gets_the_error_page(server, server_log):
+    """The same 422 page as a GET: the notebook (by the name in the body), cell, step,
+    problem and fix; the server log says it once, on one line."""
+    nb = make_notebook([("x = 1", ["step:first"]), ("print(x)", ["step:second", "prev:frist"])])
+    with pytest.raises(urllib.error.HTTPError) as error:
+        _post(f"{server}/nbconvert/kale", nb, "posted_bad.ipynb")
+    status, content_type, page = error.value.code, error.value.headers.get("Content-Type", ""), error.value.read().decode()
+    assert status == 422
+    assert content_type.startswith("text/html")
+    assert f"<title>{TITLE}</title>" in page
+    assert "<th>Notebook</th><td>posted_bad.ipynb</td>" in page
+    assert "<th>Cell</th><td>cell 2</td>" in page
+    assert "<th>Step</th><td>second</td>" in page
+    assert "<th>Problem</th><td>&#x27;prev:frist&#x27; names no step</td>" in page
+    assert re.search(r"<th>Fix</th><td>[^<]*&#x27;prev:first&#x27;", page)
+    assert "Internal Server Error" not in page
+    log = server_log.read_text()
+    assert log.count("posted_bad.ipynb, cell 2, step second: 'prev:frist' names no step") == 1
+    assert "500 POST /nbconvert/kale" not in log and "405 POST /nbconvert/kale" not in log
+    assert "Uncaught exception" not in log
+
+
 def test_other_formats_are_left_to_the_server(server):
     response = _get(f"{server}/nbconvert/script/sub/no_such_step.ipynb?download=true")
     assert response.status == 200 and "print(x)" in response.read().decode()

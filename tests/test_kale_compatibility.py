@@ -407,7 +407,7 @@ def test_a_name_defined_in_a_skipped_cell_says_remove_the_skip():
     # With a prev: left behind by Kale's editor the same error does not come back.
     left_behind = make_notebook([("x = 1", ["step:a"]), ("y = 2", ["skip", "prev:a"]), ("z = y", ["step:b", "prev:a"])])
     assert "tagged 'skip'" in str(error_of(left_behind))
-    assert "tagged 'skip'" not in str(error_of(retag(left_behind, 1, "skip", None)))
+    plan(retag(left_behind, 1, "skip", None))  # its own prev:a is ignored, with a warning
 
 
 @pytest.mark.parametrize("cells, cell, bad, expected", [

@@ -22,6 +22,19 @@ SECTIONS = {
 }
 
 
+INJECTED_PARAMETERS = "injected-parameters"
+"""papermill's tag for the cell it adds with the values it was given (``-p NAME VALUE``):
+right after the cell tagged ``parameters``, or first in the notebook when none is (a
+``pipeline-parameters`` cell is not one papermill looks for)."""
+
+
+def is_injected(tags_raw) -> bool:
+    """Whether a cell's raw ``metadata.tags`` mark it as papermill's injected cell."""
+    return isinstance(tags_raw, (list, tuple)) and any(
+        isinstance(tag, str) and tag.strip() == INJECTED_PARAMETERS for tag in tags_raw
+    )
+
+
 def notebook_name(resources: dict) -> str:
     """The notebook's file name as nbconvert knows it (for messages)."""
     metadata = resources.get("metadata") or {}
@@ -36,6 +49,10 @@ class TagMergePreprocessor(Preprocessor):
     first tag belong to nothing: Kale drops them silently; we drop them too (a notebook
     tagged for Kale must convert unchanged) but warn, naming the cells, unless
     ``strict_untagged`` is set, which makes them an error.
+
+    papermill's ``injected-parameters`` cell, wherever it is, is a parameters cell whose
+    values override the defaults of the others (``ParameterExtractionPreprocessor``); the
+    cells after it join what they joined before papermill added it.
     """
 
     enabled = Bool(True).tag(config=True)
@@ -45,17 +62,17 @@ class TagMergePreprocessor(Preprocessor):
     ).tag(config=True)
     pipeline_name = Unicode(
         "",
-        help="Pipeline name; overrides metadata.kubeflow_notebook.pipeline_name.",
+        help="Pipeline name; overrides metadata.kubeflow_notebook.pipeline_name. Made "
+        "Kubeflow-friendly like that one (lowercase, '-' between words, at most 128 "
+        "characters), with a warning if that changes it.",
     ).tag(config=True)
 
     def preprocess(self, nb, resources):
         name = notebook_name(resources)
         pipeline = Pipeline(notebook=name)
         apply_notebook_metadata(
-            pipeline, nb.get("metadata", {}), os.path.splitext(name)[0]
+            pipeline, nb.get("metadata", {}), os.path.splitext(name)[0], self.pipeline_name
         )
-        if self.pipeline_name:
-            pipeline.name = self.pipeline_name
         self._merge_cells(nb, pipeline)
         for message in pipeline.warnings:
             self.log.warning(message)
@@ -82,9 +99,17 @@ class TagMergePreprocessor(Preprocessor):
             source, tags_raw = self._cell_parts(nb_cell, pipeline, number, step_hint)
             if source is None:
                 continue
+            injected = is_injected(tags_raw)
+            if injected:  # a parameters cell, under Kale's precedence rule like any
+                tags_raw = [
+                    tag for tag in tags_raw
+                    if not (isinstance(tag, str) and tag.strip() == INJECTED_PARAMETERS)
+                ] + ["pipeline-parameters"]
             try:
                 tags = parse_tags(tags_raw)
             except TagError as error:
+                if injected:
+                    error.message = _as_injected(error.message)
                 fix = error.fix
                 if error.name is not None:
                     fix = self._name_fix(pipeline, error, _own_step(tags_raw, step_hint))
@@ -98,7 +123,12 @@ class TagMergePreprocessor(Preprocessor):
                     step=own if own and STEP_NAME.match(own) else None,
                     fix=fix,
                 ) from None
-            self._warn_about_tags(pipeline, number, tags, current, empty_tags)
+            if injected:
+                tags.overridden = [
+                    INJECTED_PARAMETERS if tag == "pipeline-parameters" else tag
+                    for tag in tags.overridden
+                ]
+            self._warn_about_tags(pipeline, number, tags, current, empty_tags, injected)
             if tags.section == "skip":
                 pipeline.skipped_cells.append(Cell(number, source, source))
                 continue
@@ -111,6 +141,9 @@ class TagMergePreprocessor(Preprocessor):
                 source=source,
                 code=self._code(source, pipeline, number, step_name, section),
             )
+            if injected:  # `current` stays: the next cells join what they joined before
+                pipeline.parameters_cells.append(cell)
+                continue
             if tags.step:
                 if seen_metrics:
                     raise NotebookError(
@@ -298,7 +331,8 @@ class TagMergePreprocessor(Preprocessor):
 
     @staticmethod
     def _warn_about_tags(
-        pipeline: Pipeline, number: int, tags: CellTags, current, empty_tags: dict
+        pipeline: Pipeline, number: int, tags: CellTags, current, empty_tags: dict,
+        injected: bool = False,
     ) -> None:
         """Tags Kale tolerates but that do nothing: say what was done instead, naming
         the cell, so a tag left behind by Kale's editor is visible, not an error. Empty
@@ -309,8 +343,9 @@ class TagMergePreprocessor(Preprocessor):
             what = "the cell is left out" if tags.section == "skip" else (
                 f"the cell is {tags.section!r} code"
             )
+            winner = INJECTED_PARAMETERS if injected and tags.section != "skip" else tags.section
             pipeline.warnings.append(
-                f"{pipeline.notebook}, cell {number}: the tag {tags.section!r} wins over the "
+                f"{pipeline.notebook}, cell {number}: the tag {winner!r} wins over the "
                 f"cell's other tags (Kale's rule), so {ignored} "
                 f"{'is' if len(tags.overridden) == 1 else 'are'} ignored and {what}. Fix: "
                 "remove the ignored tags, or split the cell"
@@ -325,7 +360,7 @@ class TagMergePreprocessor(Preprocessor):
     def _add_to_step(self, pipeline: Pipeline, step: Step, cell: Cell, tags) -> None:
         step.cells.append(cell)
         for target in tags.prev:
-            if target == step.name:
+            if target == step.name and step.cells[0] is cell:
                 raise NotebookError(
                     f"step {step.name!r} lists itself in 'prev:'",
                     notebook=pipeline.notebook,
@@ -333,6 +368,16 @@ class TagMergePreprocessor(Preprocessor):
                     step=step.name,
                     fix=f"remove 'prev:{target}'",
                 )
+            if target == step.name:
+                # A cell further down the step (tags copied from another cell): the
+                # step cannot wait for itself, and the tag asks nothing else.
+                pipeline.warnings.append(
+                    f"{pipeline.notebook}, cell {cell.number}, step {step.name}: the tag "
+                    f"'prev:{target}' names the step this cell is part of (it starts at "
+                    f"cell {step.first_cell}), so it is ignored. Fix: remove 'prev:{target}' "
+                    "from the cell"
+                )
+                continue
             if target not in step.prev:
                 step.prev.append(target)
                 step.prev_cells[target] = cell.number
@@ -404,6 +449,12 @@ def _unknown_prev_fix(pipeline: Pipeline, step: Step, target: str, order: dict) 
     if close:
         return f"did you mean 'prev:{close[0]}'?"
     return "name a step that starts above it: " + ", ".join(f"'prev:{name}'" for name in above)
+
+
+def _as_injected(text: str) -> str:
+    """``text`` about an injected-parameters cell, naming its tag as written (the cell is
+    read as if tagged ``pipeline-parameters``)."""
+    return text.replace("'pipeline-parameters'", repr(INJECTED_PARAMETERS))
 
 
 def _own_step(tags_raw, step_hint: str | None) -> str | None:
