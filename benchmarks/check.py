@@ -3,8 +3,10 @@
     python -m benchmarks.check            full sizes (a 1 GiB array, a 1,000,000-row frame)
     python -m benchmarks.check --quick    small sizes, same rows (for CI)
 
-A step fingerprints each input that later steps also read when it loads it, checks it
-after its cells (``_kale_fingerprint`` / ``_kale_fingerprint_changed`` in
+A step fingerprints each input that later steps also read when it loads it (given the
+artifact folder, as ``_kale_watch_start`` gives it: its kale.json says which object
+columns saving found to hold only strings), checks it after its cells
+(``_kale_fingerprint`` / ``_kale_fingerprint_changed`` in
 ``kale_nbconvert/embedded/divergence.py``) and, for a cheap check, after each cell
 too. Targets (issue 12): save+load+check at most 1.05x save+load for the 1 GiB float64
 ndarray and the 1M-row mixed DataFrame of ``marshal.py``, and at most 1 ms per small input.
@@ -48,7 +50,7 @@ def _checked_roundtrip(obj, path, pickler):
     """save+load, then what the step adds: the fingerprint at load, the check at the end."""
     _kale_marshal_save(obj, path)
     back = _kale_marshal_load(path)
-    fingerprint = _kale_fingerprint(back, _kale_path_size(path), None, pickler)
+    fingerprint = _kale_fingerprint(back, _kale_path_size(path), None, pickler, path)
     assert fingerprint["kind"] != "skip"
     assert not _kale_fingerprint_changed(fingerprint, back, pickler)
     return back
@@ -77,10 +79,10 @@ def _rows_for(label, obj, path, cleanup, repeat, pickler) -> list[Result]:
     _kale_marshal_save(obj, path)
     back = _kale_marshal_load(path)
     size = _kale_path_size(path)
-    fingerprint = _kale_fingerprint(back, size, None, pickler)
+    fingerprint = _kale_fingerprint(back, size, None, pickler, path)
     kind = fingerprint["kind"]
     alone = _median_seconds(
-        lambda: _kale_fingerprint_changed(_kale_fingerprint(back, size, None, pickler), back, pickler), 5)
+        lambda: _kale_fingerprint_changed(_kale_fingerprint(back, size, None, pickler, path), back, pickler), 5)
     again = _median_seconds(lambda: _kale_fingerprint_changed(fingerprint, back, pickler), 5)
     back = fingerprint = None
     cleanup()

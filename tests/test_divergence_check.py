@@ -478,3 +478,81 @@ def test_a_value_that_cannot_be_fingerprinted_is_skipped_not_fatal(tmp_path, cap
     watch = _kale_watch_start("nb.ipynb", "step", {"odd": ["later"]}, {"odd": (str(tmp_path), "make")}, namespace)
     assert watch is None
     assert "cannot be fingerprinted" in capsys.readouterr().err
+
+
+def _text_frame(rows=300):
+    """Object text columns (one with missing values) in one block with a column that holds
+    lists too (few enough that the block still goes as joined strings)."""
+    return pd.DataFrame({
+        "n": np.arange(rows),
+        "text": pd.Series([f"t{i}" for i in range(rows)], dtype=object),
+        "lists": pd.Series([[i] if i % 10 == 0 else f"l{i}" for i in range(rows)], dtype=object),
+        "city": pd.Series([None if i % 7 else "Oslo" for i in range(rows)], dtype=object),
+    })
+
+
+class _EqualToText(list):
+    """A mutable element that compares equal to any string (what a column's equality
+    test cannot tell from the string it replaced)."""
+
+    def __eq__(self, other):
+        return isinstance(other, str) or list.__eq__(self, other)
+
+    __hash__ = None
+
+
+@pytest.mark.parametrize("change", [
+    lambda f: f.iloc.__setitem__((0, 1), [1]),            # a mutable element in a text column
+    lambda f: f.loc.__setitem__((3, "city"), "Lisbon"),   # another string
+    lambda f: f.__setitem__("text", f["text"].str.upper()),
+])
+def test_columns_the_artifact_lists_as_text_are_not_scanned_yet_changes_are_caught(tmp_path, monkeypatch, change):
+    """Saving a frame lists in kale.json the object columns it found to hold only str,
+    None and NaN; the check of a step that loads it does not scan those again, and a
+    write to one still copies its block (Copy-on-Write), which the check sees."""
+    if int(pd.__version__.split(".")[0]) < 3:
+        pytest.skip("pandas < 3 is hashed")
+    scanned = []
+    scan = runtime._kale_immutable_objects
+    monkeypatch.setattr(runtime, "_kale_immutable_objects", lambda values: scanned.append(len(values)) or scan(values))
+    monkeypatch.setenv("KALE_NBCONVERT_DIVERGENCE", "warn")
+    namespace = {"df": _text_frame()}
+    watch = _watch(namespace, ["df"], tmp_path)
+    assert json.loads((tmp_path / "df" / "kale.json").read_text())["text_columns"] == [1, 3]
+    (entry,) = watch["entries"]
+    assert entry["fingerprint"]["kind"] == "frame" and list(entry["fingerprint"]["objects"]) == [2]
+    assert scanned == [300]  # the column of lists only
+    _kale_watch_cell(watch, namespace, 1, 0.01)
+    assert entry["how"] is None
+    change(namespace["df"])
+    _kale_watch_cell(watch, namespace, 2, 0.01)
+    (line,) = _kale_watch_finish("nb.ipynb", "step", watch, namespace)
+    assert "changed 'df' in place (first seen after nb.ipynb cell 2)" in line
+
+
+def test_a_mutable_element_equal_to_the_text_it_replaced_is_watched_from_then_on(tmp_path):
+    """A write of an equal value is no change, but a mutable element that compares equal
+    to the string it replaced could change later without a write to its block: from the
+    check that sees it on, its column is hashed."""
+    if int(pd.__version__.split(".")[0]) < 3:
+        pytest.skip("pandas < 3 is hashed")
+    path = str(tmp_path / "df")
+    _kale_marshal_save(_text_frame(), path)
+    frame = _kale_marshal_load(path)
+    fingerprint = _kale_fingerprint(frame, 0, None, None, path)
+    assert list(fingerprint["objects"]) == [2]
+    sneaky = _EqualToText()
+    frame.iloc[0, 1] = sneaky
+    assert not _kale_fingerprint_changed(fingerprint, frame)  # equal, so no change yet
+    assert sorted(fingerprint["objects"]) == [1, 2]
+    sneaky.append(1)  # but now
+    assert _kale_fingerprint_changed(fingerprint, frame)
+
+
+def test_a_frame_not_from_that_artifact_is_scanned_as_before(tmp_path):
+    path = str(tmp_path / "df")
+    _kale_marshal_save(_text_frame(), path)
+    other = pd.DataFrame({"lists": pd.Series([[1]] * 300, dtype=object), "x": pd.Series([[2]] * 300, dtype=object)})
+    assert list(_kale_fingerprint(other.iloc[:, 0], 0, None, None, path)["objects"]) == [0]  # a Series
+    fingerprint = _kale_fingerprint(other, 0, None, None, str(tmp_path / "missing"))
+    assert list(fingerprint["objects"]) == [0, 1]

@@ -26,9 +26,10 @@ def _kale_watch_start(notebook, step, watched, inputs, namespace):
         if name not in namespace or name not in (inputs or {}):
             continue
         artifact, producer = inputs[name]
+        path = getattr(artifact, "path", artifact)
         try:
-            size = _kale_path_size(getattr(artifact, "path", artifact))
-            fingerprint = _kale_fingerprint(namespace[name], size, limit, pickler)
+            size = _kale_path_size(path)
+            fingerprint = _kale_fingerprint(namespace[name], size, limit, pickler, path)
         except Exception as error:  # noqa: BLE001 - a check must never break the step
             fingerprint = {"kind": "skip", "why": f"it cannot be fingerprinted ({type(error).__name__}: {error})"}
         if fingerprint["kind"] == "skip":
@@ -166,10 +167,11 @@ def _kale_check_limit():
         return 4 * 2**30
 
 
-def _kale_fingerprint(value, size=0, limit=None, pickler=None):
+def _kale_fingerprint(value, size=0, limit=None, pickler=None, artifact=None):
     """What ``_kale_fingerprint_changed`` needs to tell, exactly and cheaply, whether
     ``value`` changed in place. ``size``: its bytes as saved; ``limit``: the largest size
-    to hash. ``kind`` is one of
+    to hash; ``artifact``: the folder ``value`` was just loaded from, whose kale.json
+    may say what saving it learned (``text_columns``). ``kind`` is one of
 
     same    immutable values (numbers, strings, Arrow data): only rebinding changes them
     mapped  an ndarray loaded as a copy-on-write map of its .npy: a write makes private
@@ -179,6 +181,7 @@ def _kale_fingerprint(value, size=0, limit=None, pickler=None):
             write once a shallow copy shares it, so a column still in the shallow copy's
             block (same reference set, same address) is untouched; other columns are
             compared exactly, object columns that may hold mutable elements are hashed
+            (those the artifact lists as holding only str/None/NaN are not scanned)
     hash    anything else: SHA-256 of its pickle, buffers (numpy, pandas, Arrow, torch)
             hashed in place (``_kale_hash``)
     skip    too big to hash (``why`` says so)
@@ -203,7 +206,7 @@ def _kale_fingerprint(value, size=0, limit=None, pickler=None):
     pandas = sys.modules.get("pandas")
     if pandas is not None and isinstance(value, (pandas.DataFrame, pandas.Series)):
         if int(pandas.__version__.split(".")[0]) >= 3 and hasattr(value, "_mgr"):
-            return _kale_frame_fingerprint(value, pickler)
+            return _kale_frame_fingerprint(value, pickler, artifact)
     if size > limit:
         return {"kind": "skip", "why": _kale_over_limit(size, limit)}
     return {**fingerprint, "kind": "hash", "hash": _kale_hash(value, pickler)}
@@ -345,12 +348,16 @@ def _kale_mapped_changed(fingerprint, array):
     return any(not numpy.array_equal(raw[start:end], original[start:end]) for start, end in ranges)
 
 
-def _kale_frame_fingerprint(frame, pickler=None):
+def _kale_frame_fingerprint(frame, pickler=None, artifact=None):
     """A pandas >= 3 DataFrame or Series: a shallow copy (sharing every block, so any
     write to ``frame`` copies the block first), its axes and their names, attrs and
-    flags, and a hash of each object column whose elements may be mutable."""
-    from pandas.api.types import infer_dtype
+    flags, and a hash of each object column whose elements may be mutable.
 
+    Telling that an object column holds only immutable elements costs a scan of it
+    (``_kale_immutable_objects``), unless the kale.json of ``artifact``, the folder the
+    frame was just loaded from, lists the column in ``text_columns``: saving it found
+    only str, None and NaN there. A later write to such a column copies its block
+    first (Copy-on-Write), which ``_kale_frame_changed`` sees and checks."""
     shallow = frame.copy(deep=False)
     fingerprint = {
         "kind": "frame", "value": frame, "shallow": shallow, "layout": _kale_frame_layout(shallow),
@@ -358,17 +365,31 @@ def _kale_frame_fingerprint(frame, pickler=None):
         "name": getattr(frame, "name", None), "flags": frame.flags.allows_duplicate_labels,
         "attrs": _kale_hash(frame.attrs, pickler) if frame.attrs else None, "objects": {},
     }
-    immutable = {"string", "bytes", "floating", "integer", "mixed-integer-float", "decimal",
-                 "complex", "boolean", "datetime", "date", "timedelta", "time", "period",
-                 "interval", "empty"}
     dtypes = [frame.dtype] if frame.ndim == 1 else list(frame.dtypes)
+    known = None
     for position, dtype in enumerate(dtypes):
         if dtype != object:
             continue
+        if known is None:  # read only for a frame that has object columns
+            about = _kale_marshal_about(artifact) if artifact else {}
+            same_type = about.get("python_type") == f"{type(frame).__module__}.{type(frame).__qualname__}"
+            known = set(about.get("text_columns") or ()) if same_type else set()
+        if position in known:
+            continue
         values = (frame if frame.ndim == 1 else frame.iloc[:, position])._values
-        if infer_dtype(values, skipna=True) not in immutable:
+        if not _kale_immutable_objects(values):
             fingerprint["objects"][position] = _kale_hash(values, pickler)
     return fingerprint
+
+
+def _kale_immutable_objects(values):
+    """Whether every element of an object array is immutable (strings, numbers, dates,
+    missing values...): pandas' ``infer_dtype``, one pass over the elements."""
+    from pandas.api.types import infer_dtype
+
+    return infer_dtype(values, skipna=True) in (
+        "string", "bytes", "floating", "integer", "mixed-integer-float", "decimal", "complex",
+        "boolean", "datetime", "date", "timedelta", "time", "period", "interval", "empty")
 
 
 def _kale_frame_layout(frame):
@@ -426,12 +447,14 @@ def _kale_frame_changed(fingerprint, frame, pickler=None):
         for position, (key, old) in enumerate(zip(now, then)):
             if key[0] is old[0] and key[1] == old[1]:
                 continue
-            if frame.ndim == 1:
-                changed = not frame.equals(shallow)
-            else:
-                changed = not frame.iloc[:, position].equals(shallow.iloc[:, position])
-            if changed:
+            column, original = (frame, shallow) if frame.ndim == 1 else (frame.iloc[:, position], shallow.iloc[:, position])
+            if not column.equals(original):
                 return True
+            if column.dtype == object and position not in fingerprint["objects"] and not _kale_immutable_objects(column._values):
+                # equal, yet a mutable element now stands for an immutable one (an
+                # object comparing equal to the string it replaced): hash the column
+                # from now on, so changing that element in place is seen
+                fingerprint["objects"][position] = _kale_hash(column._values, pickler)
         # equal, though in new blocks (pandas consolidated them, or equal values were
         # written): share them from now on, so the next check is quick again
         fingerprint["shallow"] = shallow = frame.copy(deep=False)
