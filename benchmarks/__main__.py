@@ -14,9 +14,9 @@ import dataclasses
 import sys
 import time
 
-from . import check, common, conversion, kale_runs, local_run, marshal
+from . import check, common, conversion, kale_runs, local_run, marshal, report
 
-GROUPS = ("conversion", "scaling", "local run", "marshalling", "run-time check", "memory")
+GROUPS = ("conversion", "scaling", "local run", "report", "marshalling", "run-time check", "memory")
 
 
 @dataclasses.dataclass
@@ -70,6 +70,7 @@ def main(argv=None):
     groups = {
         "conversion": lambda: conversion.run(ctx),
         "local_run": lambda: local_run.run(ctx),
+        "report": lambda: report.run(ctx),
         "kale_runs": lambda: kale_runs.local_run(ctx),  # Kale 2.3.0's pipeline on kfp.local
         "marshal": lambda: marshal.run(ctx.quick, kale=kale_runs.marshal_baseline(ctx)),
         "check": lambda: check.run(ctx.quick),

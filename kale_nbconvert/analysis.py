@@ -46,6 +46,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from . import syntax
+from .problems import Problem
 
 READ_ONLY_METHODS = frozenset(
     """head tail describe info copy sum mean median mode std var sem min max idxmin
@@ -188,13 +189,17 @@ IPYTHON_BUILTINS = frozenset(
 BUILTIN_NAMES = frozenset(dir(builtins)) | IPYTHON_BUILTINS | {"__file__", "__name__", "__builtins__", "__doc__"}
 
 
-class StarImportError(ValueError):
+class StarImportError(Problem):
     """``from module import *``: the names it binds cannot be known statically."""
 
     def __init__(self, module: str, line: int):
-        super().__init__(f"'from {module} import *' hides which names the step defines")
+        super().__init__(
+            f"'from {module} import *' hides which names the step defines",
+            f"import the names you use explicitly: 'from {module} import a, b'",
+            line=line,
+            name=module,
+        )
         self.module = module
-        self.line = line
 
 
 @dataclass(frozen=True)
@@ -494,13 +499,13 @@ def _scope_names(node: ast.AST) -> tuple[set[str], set[str], dict[str, str]]:
         elif isinstance(child, ast.MatchMapping) and child.rest:
             local.add(child.rest)
         elif isinstance(child, (ast.Import, ast.ImportFrom)):
-            for name, target in _import_aliases(child):
+            for name, target in import_bindings(child):
                 local.add(name)
                 aliases[name] = target
     return local, declared_global, aliases
 
 
-def _import_aliases(node: ast.Import | ast.ImportFrom) -> list[tuple[str, str]]:
+def import_bindings(node: ast.Import | ast.ImportFrom) -> list[tuple[str, str]]:
     """``import numpy as np`` -> [("np", "numpy")]; ``from random import shuffle`` ->
     [("shuffle", "random.shuffle")]; ``import os.path`` -> [("os", "os")]."""
     if isinstance(node, ast.Import):
@@ -930,7 +935,7 @@ class _ModuleWalker(ast.NodeVisitor):
                 self.target(target)
 
     def visit_Import(self, node):
-        for alias, (name, target) in zip(node.names, _import_aliases(node)):
+        for alias, (name, target) in zip(node.names, import_bindings(node)):
             source = f"import {alias.name}" + (f" as {alias.asname}" if alias.asname else "")
             self.bind(name, node.lineno, "import", source, target)
 
@@ -938,7 +943,7 @@ class _ModuleWalker(ast.NodeVisitor):
         module = "." * node.level + (node.module or "")
         if any(alias.name == "*" for alias in node.names):
             raise StarImportError(module, node.lineno)
-        for alias, (name, target) in zip(node.names, _import_aliases(node)):
+        for alias, (name, target) in zip(node.names, import_bindings(node)):
             source = f"from {module} import {alias.name}" + (f" as {alias.asname}" if alias.asname else "")
             self.bind(name, node.lineno, "import", source, target)
 

@@ -62,6 +62,22 @@ class NotebookError(KaleError):
             text += ("" if text.endswith((".", "?", "!")) else ".") + f" Fix: {self.fix}"
         return text
 
+    @classmethod
+    def from_problem(
+        cls, problem, notebook: str, *, message: str | None = None, fix: str | None = None,
+        **place,
+    ) -> "NotebookError":
+        """The user's error for a pure module's :class:`~kale_nbconvert.problems.Problem`:
+        its message, fix, cell and line, with the notebook and the ``place`` (``step``,
+        ``section``, or a ``cell`` the module did not know) the caller adds."""
+        fields = {"cell": problem.cell, "line": problem.line, **place}
+        return cls(
+            problem.message if message is None else message,
+            notebook=notebook,
+            fix=problem.fix if fix is None else fix,
+            **fields,
+        )
+
     def update(self, **fields) -> "NotebookError":
         """Fill in location fields the raiser did not know (the exporter adds the step
         or section of a cell); keeps ``args`` in step with ``str()``."""

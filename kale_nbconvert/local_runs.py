@@ -16,6 +16,7 @@ values it got::
     run.outputs("train")                # {"model": LogisticRegression(...), ...}
     run.output("train", "model")
     globals().update(run.namespace("evaluate"))   # its inputs and parameters
+    run.report("train")                 # the path of its HTML report (cells and outputs)
     # ... now run the cells of step 'evaluate' in the notebook
 
 Values are read with the same code the steps use (``_kale_marshal_load`` of the
@@ -56,6 +57,8 @@ class StepRun:
     parameters: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     failure: str | None = None
+    report: str | None = None
+    """The step's HTML report (``report.html`` in its folder of the run), if it has one."""
 
 
 class LocalRun:
@@ -88,6 +91,7 @@ class LocalRun:
                 parameters=step.get("parameters", {}),
                 metrics=step.get("metrics", {}),
                 failure=step.get("failure"),
+                report=step.get("report"),
             )
             for name, step in manifest["steps"].items()
         }
@@ -136,6 +140,16 @@ class LocalRun:
         """Inputs and parameters of ``step``: ``globals().update(run.namespace(step))``
         in the notebook, then run the step's cells to reproduce it."""
         return {**self.inputs(step), **self._step(step).parameters}
+
+    def report(self, step: str) -> Path:
+        """The path of ``step``'s HTML report: its cells with their outputs, as the
+        notebook shows them (open it in a browser, or ``IPython.display.IFrame``)."""
+        record = self._step(step)
+        if not record.report:
+            why = "did not run" if record.status == "not run" else "has no report (report:disabled?)"
+            raise LookupError(f"step {step!r} {why}")
+        path = Path(record.report)
+        return path if path.is_absolute() else self.path / path
 
     def metrics(self) -> dict[str, float]:
         """The run's pipeline-metrics, as reported to KFP."""

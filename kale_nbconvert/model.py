@@ -50,6 +50,8 @@ class StepSettings:
     timeout: int | None = None
     """Seconds (the pod's activeDeadlineSeconds)."""
     cache: bool | None = None
+    report: bool | None = None
+    """The step's HTML report (``report:enabled|disabled``); None: the default, on."""
     env: dict[str, str] = field(default_factory=dict)
     secret_env: dict[str, tuple] = field(default_factory=dict)
     """Environment variable -> ``(secret, key)``."""
@@ -151,6 +153,12 @@ class Step:
     @property
     def uses_ipython(self) -> bool:
         return any(cell.uses_ipython for cell in self.cells)
+
+    @property
+    def has_report(self) -> bool:
+        """The step writes an HTML report of its cells' outputs (``Output[HTML]``): on
+        unless ``report:disabled``; the metrics step has no cells to show."""
+        return not self.is_metrics and self.settings.report is not False
 
 
 @dataclass

@@ -200,8 +200,8 @@ def _step_defaults(raw: Any, notebook: str) -> StepSettings:
     try:
         tags = parse_tags(raw)
     except TagError as error:
-        raise NotebookError(
-            f"steps_defaults: {error.message}", notebook=notebook, fix=error.fix
+        raise NotebookError.from_problem(
+            error, notebook, message=f"steps_defaults: {error.message}"
         ) from None
     if tags.step or tags.section or tags.prev or tags.empty_step_tags:
         raise NotebookError(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from . import __version__
 from .dataflow import dataflow_table
+from .diagram import mermaid
 from .embedded import COMMAND_LINE, IN_STEP, shipped
 from .errors import NotebookError, _one_line
 from .literals import docstring_text, py_literal
@@ -26,7 +27,8 @@ from .task_settings import kubernetes_calls, task_calls, uses_kubernetes
 
 SCRIPT_GLOBALS = frozenset(
     {
-        "sys", "dsl", "kubernetes", "Artifact", "Dataset", "Input", "Metrics", "Model", "Output",
+        "sys", "dsl", "kubernetes", "Artifact", "Dataset", "HTML", "Input", "Metrics", "Model",
+        "Output",
         "PIPELINE_NAME", "EXPERIMENT_NAME", "KFP_HOST", "BASE_IMAGE", "PACKAGES", "PARAMETERS",
         "PRELOAD", "RUNTIME", "_kale_shared_cells", "build_pipeline", "pipeline",
         "local", "_kale_component",
@@ -141,6 +143,20 @@ def wrapped(opening: str, items: list[str], closing: str, indent: int) -> str:
     return f"{opening}\n" + "".join(f"{inner}{item},\n" for item in items) + " " * indent + closing
 
 
+def packed(opening: str, items: list[str], closing: str) -> str:
+    """A long list of short items (module names, a component's arguments) filled line
+    by line, at module level: it reads as a list, not as a column."""
+    one_line = f"{opening}{', '.join(items)}{closing}"
+    if len(one_line) <= WIDTH:
+        return one_line
+    lines = [""]
+    for item in items:  # never split inside an item ("x: Output[Model]")
+        if lines[-1] and len(lines[-1]) + len(item) + 6 > WIDTH:
+            lines.append("")
+        lines[-1] += f"{item}, "
+    return opening + "\n" + "".join(f"    {line.rstrip()}\n" for line in lines) + closing
+
+
 def call_text(head: str, arguments: list[str], indent: int, closing: str = ")") -> str:
     """``head(arguments)``, wrapped (``wrapped``)."""
     return wrapped(f"{head}(", arguments, closing, indent)
@@ -160,16 +176,23 @@ def _signature(step: Step, pipeline: Pipeline) -> list[str]:
     ]
     if step.is_metrics:
         arguments.append("metrics: Output[Metrics]")
+    if step.has_report:
+        arguments.append("report: Output[HTML]")
     names = [argument.split(":")[0] for argument in arguments]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
+        clash, fix = "a variable and a parameter", "rename the parameter or the variable"
+        if duplicates[0] in ("metrics", "report"):  # the step's own output, not a variable
+            clash, fix = f"a parameter and the step's {duplicates[0]} output", "rename the parameter"
+            if duplicates[0] == "report":
+                fix += " (or tag the step 'report:disabled')"
         raise NotebookError(
             f"step {step.name!r} would have two component arguments named "
-            f"{duplicates[0]!r} (a variable and a parameter clash)",
+            f"{duplicates[0]!r} ({clash} clash)",
             notebook=pipeline.notebook,
             cell=step.first_cell,
             step=step.name,
-            fix="rename the parameter or the variable",
+            fix=fix,
         )
     return arguments
 
@@ -222,6 +245,8 @@ def _body(step: Step, pipeline: Pipeline) -> str:
     if step.watched_inputs:
         watched = [(py_literal(n), py_literal(r)) for n, r in step.watched_inputs.items()]
         arguments.append(_mapping("watched=", watched, 8))
+    if step.has_report:
+        arguments.append("report=report")
     # always one argument per line: the cells read as a block of their own
     return "_kale_run_step(\n" + "".join(f"        {a},\n" for a in arguments) + "    )"
 
@@ -252,6 +277,8 @@ def _artifact_types(pipeline: Pipeline) -> list[str]:
             used |= {"Output"} | {step.output_kinds.get(n, "Artifact") for n in step.outputs}
         if step.is_metrics:
             used |= {"Output", "Metrics"}
+        if step.has_report:
+            used |= {"Output", "HTML"}
     return sorted(used)
 
 
@@ -305,6 +332,16 @@ def _warnings_text(pipeline: Pipeline) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+def _preload(pipeline: Pipeline) -> list[str]:
+    """What a ``--local`` run's warm worker imports before it forks the steps: the
+    notebook's installed modules, and IPython where a step writes a report (its display
+    machinery renders the outputs, and its import alone takes about half a second)."""
+    modules = list(pipeline.preload_modules)
+    if any(step.has_report for step in pipeline.step_list()) and "IPython" not in modules:
+        modules.append("IPython")
+    return modules
+
+
 def script_context(pipeline: Pipeline) -> dict:
     """What ``index.py.j2`` needs, all Python literals or validated identifiers."""
     _check_identifiers(pipeline)
@@ -327,7 +364,7 @@ def script_context(pipeline: Pipeline) -> dict:
             StepView(
                 name=step.name,
                 function=own.function,
-                definition=call_text(f"def {own.function}", _signature(step, pipeline), 0, "):"),
+                definition=packed(f"def {own.function}(", _signature(step, pipeline), "):"),
                 docstring=docstring_text(_docstring(step)),
                 body=_body(step, pipeline),
                 component=call_text(
@@ -355,17 +392,14 @@ def script_context(pipeline: Pipeline) -> dict:
             f"kale_nbconvert {__version__}."
         )
         + (_paragraph(pipeline.description) if pipeline.description else "")
-        + "Edit the notebook and convert it again rather than editing this file.\n\n"
         + _warnings_text(pipeline)
+        + "The pipeline (a Mermaid flowchart: Markdown viewers draw it):\n\n"
+        + "\n".join("    " + line for line in mermaid(pipeline).splitlines())
+        + "\n\n"
         + "Data flow (inputs arrive as KFP artifacts from the named step):\n\n"
         + "\n".join("    " + line for line in dataflow_table(pipeline).splitlines())
-        + "\n\nUsage:\n"
-        "    python THIS_FILE                      compile to YAML next to this file\n"
-        "    python THIS_FILE --local              run every step on this machine\n"
-        "    python THIS_FILE --local --cache      re-run only steps whose code or inputs changed\n"
-        "    python THIS_FILE --param NAME=VALUE   override a pipeline parameter\n"
-        "    python THIS_FILE --host URL           upload and run on a Kubeflow cluster\n"
-        "    python THIS_FILE --help               everything else\n"
+        + "\n\nRun it: python THIS_FILE compiles it to YAML beside this file, --local runs it here,\n"
+        "--host URL on a Kubeflow cluster; --help tells everything else.\n"
     )
     in_step = shipped(IN_STEP)
     return {
@@ -387,10 +421,8 @@ def script_context(pipeline: Pipeline) -> dict:
         ),
         "shared": _cells_literal(pipeline.shared_cells, 4) if pipeline.shared_cells else "",
         "steps": steps,
-        "packages": wrapped("PACKAGES = [", [py_literal(p) for p in pipeline.packages], "]", 0),
-        "preload": wrapped(
-            "PRELOAD = [", [py_literal(m) for m in pipeline.preload_modules], "]", 0
-        ),
+        "packages": packed("PACKAGES = [", [py_literal(p) for p in pipeline.packages], "]"),
+        "preload": packed("PRELOAD = [", [py_literal(m) for m in _preload(pipeline)], "]"),
         "pipeline_definition": call_text(f"def {names.pipeline_function}", parameters, 4, "):"),
         "parameters_table": wrapped(
             "PARAMETERS = {",

@@ -20,6 +20,7 @@ Pure functions, no notebook needed. Tags (Kale-compatible):
 ``retry:N[:BACKOFF]``      retries, with an initial backoff
 ``timeout:DURATION``       the pod's deadline (``90s``, ``30m``, ``2h``)
 ``cache:enabled|disabled`` KFP caching of this step
+``report:enabled|disabled`` the step's HTML report of its cells' outputs (on)
 ``env:NAME:VALUE``         environment variable (the value may contain colons)
 ``secret:SECRET:KEY:ENV``  a secret's key as an environment variable
 ``secret-volume:S:PATH``   a secret mounted as files
@@ -45,6 +46,7 @@ import re
 from dataclasses import dataclass, field
 
 from .model import StepSettings
+from .problems import Problem
 
 STEP_NAME = re.compile(r"^[_a-z][_a-z0-9]*$")
 STEP_NAME_RULE = "lowercase letters, digits and '_', not starting with a digit"
@@ -91,6 +93,7 @@ SETTING_TAGS = {
     "retry": ("N", "retry:3:30s"),
     "timeout": ("DURATION", "timeout:30m"),
     "cache": ("enabled", "cache:disabled"),
+    "report": ("enabled", "report:disabled"),
     "env": ("NAME:VALUE", "env:MODE:fast"),
     "secret": ("SECRET:KEY:ENV", "secret:db-creds:password:DB_PASSWORD"),
     "secret-volume": ("SECRET:PATH", "secret-volume:gcp-key:/secrets/gcp"),
@@ -107,17 +110,13 @@ SECTION_ALIASES = {"parameters": "pipeline-parameters"}
 the seed's spelling), which holds the same ``name = literal`` lines."""
 
 
-class TagError(ValueError):
+class TagError(Problem):
     """A tag that cannot be understood; the caller adds the cell and step."""
 
     def __init__(
         self, message: str, fix: str | None = None, *, name: str | None = None, kind: str = ""
     ):
-        super().__init__(message)
-        self.message = message
-        self.fix = fix
-        self.name = name
-        """For an invalid step name: the name as written (the caller may refine the fix)."""
+        super().__init__(message, fix, name=name)
         self.kind = kind
         """For an invalid step name: the tag it is in (``step``, ``block``, ``prev``)."""
 
@@ -460,6 +459,10 @@ def _parse_setting(settings: StepSettings, tag: str, kind: str, rest: str) -> No
         if rest not in ("enabled", "disabled"):
             raise refuse("caching is 'enabled' or 'disabled'", "write 'cache:disabled' or 'cache:enabled'")
         settings.cache = rest == "enabled"
+    elif kind == "report":
+        if rest not in ("enabled", "disabled"):
+            raise refuse("the report is 'enabled' or 'disabled'", "write 'report:disabled' or 'report:enabled'")
+        settings.report = rest == "enabled"
     elif kind == "env":
         name, value = parts(2)
         settings.env[fresh_env(name)] = value

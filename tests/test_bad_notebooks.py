@@ -886,7 +886,9 @@ def test_a_failed_rerun_never_feeds_downstream_the_previous_runs_value(tmp_path)
 
 def _call_step(script: Path, step: str, **paths) -> subprocess.CompletedProcess:
     """Run one step function of the generated script (step ``b`` is ``b_step``) as a
-    container would, with the given artifact paths (``x_in=...``, ``y_out=...``)."""
+    container would, with the given artifact paths (``x_in=...``, ``y_out=...``) and its
+    HTML report beside the script."""
+    paths.setdefault("report", str(script.parent / f"{step}-report.html"))
     program = (
         "import importlib.util, sys, types\n"
         f"spec = importlib.util.spec_from_file_location('generated', {str(script)!r})\n"

@@ -744,7 +744,7 @@ def test_producers_declare_dataset_or_model_where_the_code_shows_it():
     assert "df_out: Output[Dataset]" in script and "model_out: Output[Model]" in script
     assert "label_out: Output[Artifact]" in script and "conn_out: Output[Artifact]" in script
     assert "scores_out: Output[Dataset]" in script
-    assert "df_in: Input[Artifact]" in script  # consumers accept any artifact type
+    assert "df_in: Input[Dataset]" in script  # consumers declare what the producer declares
     assert load.output_cells["df"] == 2
     compile(script, "typed.py", "exec")
 

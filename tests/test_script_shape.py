@@ -71,8 +71,8 @@ def test_a_step_body_passes_only_what_the_step_uses(tmp_path):
     }
     keywords = {name: [k.arg for k in call.keywords] for name, call in calls.items()}
     assert keywords == {
-        "a_step": ["notebook", "step", "cells", "outputs"],
-        "b_step": ["notebook", "step", "cells", "inputs"],
+        "a_step": ["notebook", "step", "cells", "outputs", "report"],
+        "b_step": ["notebook", "step", "cells", "inputs", "report"],
     }
 
 
@@ -85,7 +85,7 @@ def test_an_input_is_typed_as_its_producer_declares_it_and_unused_tasks_are_not_
     text = write_script(notebook, tmp_path, "typed.ipynb").read_text(encoding="utf-8")
     assert "model_out: Output[Model]" in text
     assert "model_in: Input[Model]" in text
-    assert "from kfp.dsl import Input, Model, Output\n" in text
+    assert "from kfp.dsl import HTML, Input, Model, Output\n" in text
     assert "train_task = train_component()" in text
     assert "\n        show_component(" in text  # nothing uses the last task
     assert _pyflakes(text) == ""

@@ -4,9 +4,10 @@ own command line, never at conversion time.
 Each module here does one job and is pasted, function by function, into every script,
 which must need nothing from this project. Two parts, by where the code runs:
 
-- ``IN_STEP`` runs INSIDE a pipeline step: ``step.py`` (run the cells), ``marshal.py``
-  (save and load the values that cross a step boundary), ``divergence.py`` (the
-  run-time check for in-place changes). The script ships these functions with every
+- ``IN_STEP`` runs INSIDE a pipeline step: ``step.py`` (run the cells), ``report.py``
+  (the step's HTML report of its cells' outputs), ``marshal.py`` (save and load the
+  values that cross a step boundary), ``divergence.py`` (the run-time check for
+  in-place changes). The script ships these functions with every
   component: the list it passes to ``dsl.component(additional_funcs=...)``.
 - ``COMMAND_LINE`` runs in ``python pipeline.py ...``: ``cli.py`` (the flags),
   ``local_run.py`` (``--local`` with kfp.local: progress and ``kale-run.json``),
@@ -26,7 +27,7 @@ lines than the notebook's own code would deserve; the full text is here.
 
 import functools
 
-IN_STEP = ("step", "marshal", "divergence")
+IN_STEP = ("step", "report", "marshal", "divergence")
 """The modules whose functions run inside a step (kfp's ``additional_funcs``)."""
 COMMAND_LINE = ("cli", "local_run", "worker", "cluster")
 """The modules of the script's command line."""

@@ -13,7 +13,8 @@ A ``--local`` run leaves, next to the outputs kfp.local writes, a manifest
                       "warnings": ["step ... changed 'x' in place ...", ...],
                       "outputs": {variable: {"uri": ..., "metadata": {...}}},
                       "inputs": {variable: {"producer": step, "uri": ...}},
-                      "parameters": {name: value}, "metrics": {name: number}}}}
+                      "parameters": {name: value}, "metrics": {name: number},
+                      "report": path of the step's HTML report, or null}}}
 
 ``kale_nbconvert.local_runs`` reads it to hand a run's artifacts back to a notebook.
 """
@@ -156,10 +157,8 @@ def _kale_run_local_with(worker, build_pipeline, arguments, runs_dir, use_cache,
         elapsed, succeeded,
     )
     run = run or runs_dir
-    try:
-        shown = run if os.path.relpath(run).startswith("..") else os.path.relpath(run)
-    except ValueError:  # another drive (Windows)
-        shown = run
+    shown = _kale_shown_path(run)
+    _kale_print_summary(manifest)
     if succeeded:
         cached = sum(step["status"] == "cached" for step in manifest["steps"].values())
         warned = [task for task in tasks if manifest["steps"][task]["warnings"]]
@@ -358,20 +357,90 @@ def _kale_print_progress(task, record, number, total):
     outputs = []
     for key, artifact in sorted(record["artifacts"].items()):
         metadata = artifact["metadata"]
+        if key == "report":  # the summary at the end lists it
+            continue
         if key == "metrics" or not key.endswith("_out"):
             values = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                                for k, v in sorted(metadata.items()) if k != "display_name")
             outputs.append(f"{key}: {values}" if values else key)
             continue
-        size = metadata.get("size_bytes")
-        if size is None:  # marshal.py's: the command line ships it too
-            size = _kale_path_size(artifact["uri"])
-        kind = str(metadata.get("python_type", "")).rsplit(".", 1)[-1]
-        outputs.append(f"{key[:-4]} ({kind + ', ' if kind else ''}{_kale_format_size(size)})")
+        outputs.append(_kale_artifact_text(key[:-4], artifact))
     width = len(str(total))
     line = (f"[{number:>{width}}/{total}] {task:<16} {record['status']:<9} "
             f"{record['duration_s']:6.2f} s   " + "; ".join(outputs))
     print(line.rstrip(), flush=True, file=sys.stdout)
+
+
+def _kale_artifact_text(variable, artifact):
+    """``model (LogisticRegression, 1.2 KB)``: a value handed on, as the progress line
+    and the closing summary show it (its type and size from the marshaller's metadata)."""
+    metadata = artifact.get("metadata") or {}
+    size = metadata.get("size_bytes")
+    if size is None:  # marshal.py's: the command line ships it too
+        size = _kale_path_size(artifact["uri"])
+    kind = str(metadata.get("python_type", "")).rsplit(".", 1)[-1]
+    return f"{variable} ({kind + ', ' if kind else ''}{_kale_format_size(size)})"
+
+
+def _kale_shown_path(path):
+    """``path`` relative to the current folder if it is inside it, else absolute."""
+    import os
+
+    try:
+        return path if os.path.relpath(path).startswith("..") else os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+
+
+def _kale_print_summary(manifest):
+    """The closing table: each step's status, duration, inputs and outputs (type and
+    size, as the progress lines show them) and the path of its report."""
+    def cut(text, width=44):
+        return text if len(text) <= width else text[: width - 3] + "..."
+
+    steps = manifest["steps"]
+    rows = [("step", "status", "time", "inputs", "outputs", "report")]
+    for name, step in steps.items():
+        inputs = [
+            _kale_artifact_text(variable, steps.get(source["producer"], {}).get("outputs", {})
+                                .get(variable) or source)
+            for variable, source in sorted(step["inputs"].items())
+        ]
+        outputs = [_kale_artifact_text(variable, artifact)
+                   for variable, artifact in sorted(step["outputs"].items())]
+        outputs += [f"{key}={value:g}" for key, value in sorted(step["metrics"].items())]
+        seconds = step.get("duration_s")
+        rows.append((
+            name, step["status"], "" if seconds is None else f"{seconds:.2f} s",
+            cut(", ".join(inputs)) or "-", cut(", ".join(outputs)) or "-",
+            _kale_shown_path(step["report"]) if step.get("report") else "-",
+        ))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    print("kale: summary", flush=True)
+    for row in rows:
+        print("  " + "  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths))
+              + "  " + row[-1], flush=True)
+
+
+def _kale_report_path(run, task, record):
+    """Where the step's report is (None: it has none): its ``report`` artifact, a file
+    kfp.local names ``<run>/<step>/report``, given a ``report.html`` twin (a hard link)
+    that a browser opens as a page. A failed step's artifact is not in its record, but
+    its report was written all the same."""
+    import os
+
+    path = record.get("artifacts", {}).get("report", {}).get("uri")
+    if path is None and run:
+        path = os.path.join(run, task, "report")
+    if not path or not os.path.isfile(path):
+        return None
+    page = path + ".html"
+    try:
+        if not os.path.exists(page):
+            os.link(path, page)
+        return page
+    except OSError:  # no hard links here (some file systems): the file itself
+        return path
 
 
 def _kale_format_size(size):
@@ -400,7 +469,7 @@ def _kale_write_manifest(run, pipeline, tasks, records, arguments, use_cache, sc
         for key, artifact in record["artifacts"].items():
             if key.endswith("_out"):
                 outputs[_kale_artifact_variable(key, artifact["uri"])] = artifact
-            else:
+            elif key != "report":
                 metrics.update({k: v for k, v in artifact["metadata"].items()
                                 if isinstance(v, (int, float))})
         inputs = {}
@@ -425,6 +494,7 @@ def _kale_write_manifest(run, pipeline, tasks, records, arguments, use_cache, sc
             "inputs": inputs,
             "parameters": step_parameters,
             "metrics": metrics,
+            "report": _kale_report_path(run, task, record),
         }
     manifest = {
         "format": "kale-local-run/1",

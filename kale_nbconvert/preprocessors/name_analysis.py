@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nbconvert.preprocessors import Preprocessor
+from .stage import Stage
 from traitlets import Bool, List, Unicode
 
 from ..analysis import DEFAULT_RULES
@@ -16,7 +16,7 @@ def listed_names(values) -> list[str]:
     return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
-class NameAnalysisPreprocessor(Preprocessor):
+class NameAnalysisPreprocessor(Stage):
     """Decide each step's inputs, outputs and parameters by static analysis.
 
     Module-level code is walked in order with ``ast``; nested scopes go through
@@ -26,7 +26,6 @@ class NameAnalysisPreprocessor(Preprocessor):
     step before it in notebook order that changed the name, which must be an ancestor).
     """
 
-    enabled = Bool(True).tag(config=True)
     explain = Bool(
         False,
         help="Log the data-flow plan: per step, its inputs and the step each comes from, "

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import ast
 
-from nbconvert.preprocessors import Preprocessor
-from traitlets import Bool
+from .stage import Stage
 
 from .. import syntax
 from ..errors import NotebookError
 from ..model import RESOURCE_KEY, Parameter
-from .tag_merge import INJECTED_PARAMETERS, is_injected
+from ..grouping import INJECTED_PARAMETERS, is_injected
 
 TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
 
@@ -101,7 +100,7 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-class ParameterExtractionPreprocessor(Preprocessor):
+class ParameterExtractionPreprocessor(Stage):
     """Turn ``name = literal`` lines of the parameters cell into pipeline parameters.
 
     Types come from the literal: ``int``, ``float``, ``str``, ``bool``, ``list``,
@@ -114,7 +113,6 @@ class ParameterExtractionPreprocessor(Preprocessor):
     (``papermill -p lr 1`` gives ``lr = 1``).
     """
 
-    enabled = Bool(True).tag(config=True)
 
     def preprocess(self, nb, resources):
         pipeline = resources[RESOURCE_KEY]

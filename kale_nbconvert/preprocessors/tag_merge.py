@@ -5,14 +5,15 @@ from __future__ import annotations
 import difflib
 import os
 
-from nbconvert.preprocessors import Preprocessor
+from .stage import Stage
 from traitlets import Bool, Unicode
 
 from ..errors import NotebookError
 from ..magics import ipython_to_python
 from ..model import RESOURCE_KEY, Cell, Pipeline, Step
 from ..notebook_metadata import apply_notebook_metadata
-from ..tags import STEP_NAME, STEP_NAME_RULE, CellTags, TagError, kfp_name, parse_tags, shown
+from ..grouping import INJECTED_PARAMETERS, PlacedCell, own_step, placed_cells
+from ..tags import STEP_NAME, STEP_NAME_RULE, CellTags, TagError, kfp_name, shown
 
 SECTIONS = {
     "imports": "imports_cells",
@@ -22,19 +23,6 @@ SECTIONS = {
 }
 
 
-INJECTED_PARAMETERS = "injected-parameters"
-"""papermill's tag for the cell it adds with the values it was given (``-p NAME VALUE``):
-right after the cell tagged ``parameters``, or first in the notebook when none is (a
-``pipeline-parameters`` cell is not one papermill looks for)."""
-
-
-def is_injected(tags_raw) -> bool:
-    """Whether a cell's raw ``metadata.tags`` mark it as papermill's injected cell."""
-    return isinstance(tags_raw, (list, tuple)) and any(
-        isinstance(tag, str) and tag.strip() == INJECTED_PARAMETERS for tag in tags_raw
-    )
-
-
 def notebook_name(resources: dict) -> str:
     """The notebook's file name as nbconvert knows it (for messages)."""
     metadata = resources.get("metadata") or {}
@@ -42,7 +30,7 @@ def notebook_name(resources: dict) -> str:
     return name if name.endswith(".ipynb") else f"{name}.ipynb"
 
 
-class TagMergePreprocessor(Preprocessor):
+class TagMergePreprocessor(Stage):
     """Group code cells into steps and shared sections by their Kale tags.
 
     Untagged code cells join the most recent step or section. Code cells before the
@@ -55,7 +43,6 @@ class TagMergePreprocessor(Preprocessor):
     cells after it join what they joined before papermill added it.
     """
 
-    enabled = Bool(True).tag(config=True)
     strict_untagged = Bool(
         False,
         help="Fail instead of warning when code cells come before the first tag.",
@@ -80,6 +67,7 @@ class TagMergePreprocessor(Preprocessor):
         return nb, resources
 
     def _merge_cells(self, nb, pipeline: Pipeline) -> None:
+        self._by_kfp_name: dict[str, Step] = {}  # one Kubeflow name per step
         current: Step | str | None = None  # a Step, a section name, or nothing yet
         untagged_before_first: list[int] = []
         empty_tags: dict[tuple, list[int]] = {}  # (ignored tags, joined) -> cells
@@ -92,42 +80,12 @@ class TagMergePreprocessor(Preprocessor):
                 fix="the file is damaged: restore it from version control or re-save it "
                 "in Jupyter",
             )
-        for index, nb_cell in enumerate(cells):
-            number = index + 1
-            step_hint = current.name if isinstance(current, Step) else None
-            section_hint = current if isinstance(current, str) else None
-            source, tags_raw = self._cell_parts(nb_cell, pipeline, number, step_hint)
-            if source is None:
-                continue
-            injected = is_injected(tags_raw)
-            if injected:  # a parameters cell, under Kale's precedence rule like any
-                tags_raw = [
-                    tag for tag in tags_raw
-                    if not (isinstance(tag, str) and tag.strip() == INJECTED_PARAMETERS)
-                ] + ["pipeline-parameters"]
-            try:
-                tags = parse_tags(tags_raw)
-            except TagError as error:
-                if injected:
-                    error.message = _as_injected(error.message)
-                fix = error.fix
-                if error.name is not None:
-                    fix = self._name_fix(pipeline, error, _own_step(tags_raw, step_hint))
-                # Name the cell, and the step its own tag starts if it has one: the
-                # step or section above is not where a broken tag belongs.
-                own = _own_step(tags_raw, None)
-                raise NotebookError(
-                    error.message,
-                    notebook=pipeline.notebook,
-                    cell=number,
-                    step=own if own and STEP_NAME.match(own) else None,
-                    fix=fix,
-                ) from None
-            if injected:
-                tags.overridden = [
-                    INJECTED_PARAMETERS if tag == "pipeline-parameters" else tag
-                    for tag in tags.overridden
-                ]
+        for placed in placed_cells(cells):
+            number, source, tags = placed.number, placed.source, placed.tags
+            injected = placed.injected
+            step_hint, section_hint = placed.above
+            if placed.problem is not None:
+                raise self._problem_error(pipeline, placed)
             self._warn_about_tags(pipeline, number, tags, current, empty_tags, injected)
             if tags.section == "skip":
                 pipeline.skipped_cells.append(Cell(number, source, source))
@@ -210,49 +168,26 @@ class TagMergePreprocessor(Preprocessor):
             )
         self._check_edges(pipeline)
 
-    @staticmethod
-    def _cell_parts(nb_cell, pipeline: Pipeline, number: int, step: str | None):
-        """(source, tags) of a code cell, (None, None) for other cells; a cell whose
-        JSON has the wrong shape is an error here, not a crash later."""
-
-        def damaged(what: str) -> NotebookError:
-            return NotebookError(
-                f"the cell's JSON is damaged: {what}",
-                notebook=pipeline.notebook,
-                cell=number,
-                step=step,
-                fix="delete and re-create the cell in Jupyter, or restore the file from "
-                "version control",
+    def _problem_error(self, pipeline: Pipeline, placed: PlacedCell) -> NotebookError:
+        """The user's error for a cell whose JSON or tags cannot be read: named by its
+        cell, and the step its own tag starts if it has one (the step or section above
+        is not where a broken tag belongs)."""
+        problem, step_hint = placed.problem, placed.above[0]
+        if not isinstance(problem, TagError):  # the cell's JSON or text
+            return NotebookError.from_problem(
+                problem, pipeline.notebook, cell=placed.number, step=step_hint
             )
-
-        if not isinstance(nb_cell, dict):
-            raise damaged(f"it is {type(nb_cell).__name__}, not an object")
-        if nb_cell.get("cell_type") != "code":
-            return None, None
-        source = nb_cell.get("source", "")
-        if isinstance(source, list):  # tolerate un-normalised notebooks
-            if not all(isinstance(line, str) for line in source):
-                raise damaged("'source' holds something other than text")
-            source = "".join(source)
-        if not isinstance(source, str):
-            raise damaged(f"'source' is {type(source).__name__}, not text")
-        try:
-            source.encode("utf-8")
-        except UnicodeEncodeError as error:  # a lone surrogate, e.g. from a "\ud800" escape
-            line = source.count("\n", 0, error.start) + 1
-            raise NotebookError(
-                f"line {line} holds {source[error.start]!r}, half of a UTF-16 pair, "
-                "which is not a character Python can compile",
-                notebook=pipeline.notebook,
-                cell=number,
-                step=step,
-                fix="delete it (the file was damaged, or written by a buggy tool)",
-            ) from None
-        metadata = nb_cell.get("metadata", {})
-        if not isinstance(metadata, dict):
-            raise damaged(f"'metadata' is {type(metadata).__name__}, not an object")
-        tags = metadata.get("tags", [])
-        return source, [] if tags is None else tags
+        fix = problem.fix
+        if problem.name is not None:
+            fix = self._name_fix(pipeline, problem, own_step(placed.tags_raw, step_hint))
+        own = own_step(placed.tags_raw, None)
+        return NotebookError.from_problem(
+            problem,
+            pipeline.notebook,
+            cell=placed.number,
+            step=own if own and STEP_NAME.match(own) else None,
+            fix=fix,
+        )
 
     @staticmethod
     def _name_fix(pipeline: Pipeline, error: TagError, current: str | None) -> str:
@@ -318,15 +253,15 @@ class TagMergePreprocessor(Preprocessor):
                 "has no letter or digit, so Kubeflow cannot name its task",
                 fix="give the step a name with letters, e.g. 'step:train'",
             )
-        for other in pipeline.steps.values():
-            if kfp_name(other.name) == kfp_name(name):
-                raise refuse(
-                    f"and step {other.name!r} (cell {other.first_cell}) both become "
-                    f"{kfp_name(name)!r} in Kubeflow, which cannot tell them apart",
-                    fix=f"write 'step:{other.name}' to continue that step, or choose a "
-                    "clearly different name",
-                )
-        step = pipeline.steps[name] = Step(name=name)
+        other = self._by_kfp_name.get(kfp_name(name))
+        if other is not None:
+            raise refuse(
+                f"and step {other.name!r} (cell {other.first_cell}) both become "
+                f"{kfp_name(name)!r} in Kubeflow, which cannot tell them apart",
+                fix=f"write 'step:{other.name}' to continue that step, or choose a "
+                "clearly different name",
+            )
+        step = pipeline.steps[name] = self._by_kfp_name[kfp_name(name)] = Step(name=name)
         return step
 
     @staticmethod
@@ -449,19 +384,3 @@ def _unknown_prev_fix(pipeline: Pipeline, step: Step, target: str, order: dict) 
     if close:
         return f"did you mean 'prev:{close[0]}'?"
     return "name a step that starts above it: " + ", ".join(f"'prev:{name}'" for name in above)
-
-
-def _as_injected(text: str) -> str:
-    """``text`` about an injected-parameters cell, naming its tag as written (the cell is
-    read as if tagged ``pipeline-parameters``)."""
-    return text.replace("'pipeline-parameters'", repr(INJECTED_PARAMETERS))
-
-
-def _own_step(tags_raw, step_hint: str | None) -> str | None:
-    """The step a cell belongs to, read from its raw tags when they could not all be
-    parsed: its own ``step:``/``block:`` tag, else the step above (``step_hint``)."""
-    for tag in tags_raw if isinstance(tags_raw, (list, tuple)) else ():
-        kind, colon, name = tag.strip().partition(":") if isinstance(tag, str) else ("", "", "")
-        if kind in ("step", "block") and colon and name:
-            return name
-    return step_hint
