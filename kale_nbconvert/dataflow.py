@@ -153,14 +153,7 @@ def _facts(
             fix="fix the cell so it runs in Jupyter",
         ) from None
     except StarImportError as error:
-        raise NotebookError(
-            str(error),
-            notebook=pipeline.notebook,
-            cell=getattr(error, "cell", None),
-            step=step,
-            line=error.line,
-            fix=f"import the names you use explicitly: 'from {error.module} import a, b'",
-        ) from None
+        raise NotebookError.from_problem(error, pipeline.notebook, step=step) from None
 
 
 def metric_names(pipeline: Pipeline) -> list[tuple[str, int, int]]:
