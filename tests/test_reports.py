@@ -138,3 +138,24 @@ def test_without_ipython_the_report_holds_text(tmp_path):
     assert done.stdout.splitlines()[-2:] == ["np.int64(3)", "'<b>'"]
     text = page.read_text(encoding="utf-8")
     assert "<pre class=\"stdout\">np.int64(3)\n'&lt;b&gt;'\n</pre>" in text
+
+
+@pytest.mark.slow
+def test_a_step_that_draws_nothing_gets_its_shell_on_the_first_display(tmp_path):
+    """A shell costs about 30 ms a step: one whose code draws nothing gets it only when
+    a value is displayed, and the report still shows what Jupyter would."""
+    notebook = make_notebook([
+        ("import pandas as pd", ["imports"]),
+        ("print('In' in globals(), 'get_ipython' in globals())\nx = 1", ["step:plain"]),
+        ("pd.DataFrame({'b': [x]})", ["step:table", "prev:plain"]),
+        ("print('Out' in globals())", ["step:table"]),
+    ])
+    script = write_script(notebook, tmp_path, "lazy.ipynb")
+    result = run_script(script, "--local")
+    assert result.returncode == 0, result.stderr
+    run = load_run(tmp_path / "kale-local-runs")
+    plain = run.report("plain").read_text(encoding="utf-8")
+    assert "False False" in plain and "<table" not in plain
+    table = run.report("table").read_text(encoding="utf-8")
+    assert '<table border="1" class="dataframe">' in table
+    assert "  table | False\n" in result.stdout  # the namespace the cells always saw

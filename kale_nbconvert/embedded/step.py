@@ -54,8 +54,16 @@ def _kale_run_step(
     sys.modules["__main__"] = module
     recorder = None if report is None else _kale_report_start(report)
     try:
-        shell = _kale_shell(module, namespace, ipython, recorder)
-        namespace["display"] = _kale_display_function(shell)
+        if ipython or recorder is None or _kale_draws(shared, cells):
+            shell, make_shell = _kale_shell(module, namespace, ipython, recorder), None
+        else:  # a shell costs about 30 ms: made on the first display() only
+            _kale_matplotlib_backend(False)
+            shell = None
+
+            def make_shell():
+                return _kale_shell(module, namespace, ipython, recorder)
+
+        namespace["display"] = _kale_display_function(shell, make_shell)
         run = (notebook, step, namespace, shell, recorder, ast, linecache)
         try:
             for number, code in shared:
@@ -268,20 +276,37 @@ def _kale_exec_cell(notebook, step, number, code, namespace, ast, linecache):
         exec(compile(tree, filename, "exec"), namespace)
 
 
-def _kale_display_function(shell):
+def _kale_display_function(shell, make_shell=None):
     """Jupyter's ``display``: IPython's where the step has a shell (its formatter and
-    publisher: ``_kale_shell``), else ``print(repr(...))``, the text IPython's plain
-    formatter gives for most values (``np.int64(0)``, not ``0``)."""
+    publisher: ``_kale_shell``), or gets one on the first call (``make_shell``), else
+    ``print(repr(...))``, the text IPython's plain formatter gives for most values
+    (``np.int64(0)``, not ``0``)."""
     if shell is not None:
         from IPython.display import display
 
         return display
+    made = {}
 
     def display(*objects, **kwargs):
+        if make_shell is not None and "shell" not in made:
+            made["shell"] = make_shell()
+        if made.get("shell") is not None:
+            from IPython.display import display as shown
+
+            return shown(*objects, **kwargs)
         for obj in objects:
             print(repr(obj))
+        return None
 
     return display
+
+
+def _kale_draws(*parts):
+    """Whether a step's cells may draw figures: its shell must then exist before the
+    plotting library is imported (matplotlib's inline backend hooks into the shell
+    there, to show each cell's figures at its end). ``parts``: lists of (cell, code)."""
+    words = ("matplotlib", "pyplot", "plt.", "seaborn", "plotnine", ".plot(", ".hist(")
+    return any(word in code for part in parts for _, code in part for word in words)
 
 
 def _kale_report_failure(notebook, step, error, file=None):
