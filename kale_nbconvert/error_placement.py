@@ -18,7 +18,7 @@ from .reading import DAMAGED_FIX
 from .grouping import cell_places
 
 
-def _cell_places(nb, resources=None) -> dict[int, tuple[str | None, str | None]]:
+def _cell_places(nb) -> dict[int, tuple[str | None, str | None]]:
     """cell number -> (step, section), as the tags group the cells: the same walk as
     ``TagMergePreprocessor``'s (nbconvert's chain works on copies, so it is walked
     again over the notebook the error came from)."""
@@ -32,7 +32,7 @@ def locate(error: NotebookError, nb, resources) -> NotebookError:
     if not error.notebook:
         fields["notebook"] = notebook_name(resources or {})
     if error.cell is not None and not error.step and not error.section:
-        step, section = _cell_places(nb, resources).get(error.cell, (None, None))
+        step, section = _cell_places(nb).get(error.cell, (None, None))
         if step:
             fields["step"] = step
         elif section:
@@ -62,7 +62,7 @@ def invalid(error, nb, resources) -> NotebookError:
 
 def too_deep(error, nb, resources) -> NotebookError:
     name = notebook_name(resources or {})
-    places = _cell_places(nb, resources)
+    places = _cell_places(nb)
     for index, cell in enumerate(nb.get("cells", [])):
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue

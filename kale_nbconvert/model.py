@@ -221,6 +221,11 @@ class Pipeline:
         """Code prepended to every step: imports first, then functions."""
         return self.imports_cells + self.functions_cells
 
+    def needs_ipython(self, step: Step) -> bool:
+        """Whether ``step`` runs IPython syntax (magics, ``!``): its own cells or the
+        shared cells, which every step runs first."""
+        return step.uses_ipython or any(cell.uses_ipython for cell in self.shared_cells)
+
     def step_list(self) -> list[Step]:
         """Steps in notebook order (by their first cell)."""
         return sorted(self.steps.values(), key=lambda step: (step.is_metrics, step.first_cell))

@@ -240,7 +240,7 @@ def _body(step: Step, pipeline: Pipeline) -> str:
     if step.outputs:
         outputs = [(py_literal(n), f"({n}_out, {step.output_cells.get(n)})") for n in step.outputs]
         arguments.append(_mapping("outputs=", outputs, 8))
-    if step.uses_ipython or any(cell.uses_ipython for cell in pipeline.shared_cells):
+    if pipeline.needs_ipython(step):
         arguments.append("ipython=True")
     if step.watched_inputs:
         watched = [(py_literal(n), py_literal(r)) for n, r in step.watched_inputs.items()]

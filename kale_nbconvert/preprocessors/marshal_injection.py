@@ -51,7 +51,6 @@ class MarshalInjectionPreprocessor(Stage):
             pipeline.warnings.append(message)
             self.log.warning(message)
         shared_modules = set()
-        shared_ipython = any(cell.uses_ipython for cell in pipeline.shared_cells)
         for cell in pipeline.shared_cells:
             shared_modules |= imported_modules(cell.code)
         runtime = [distribution_pin(name) for name in SERIALIZER_DISTRIBUTIONS]
@@ -65,7 +64,7 @@ class MarshalInjectionPreprocessor(Stage):
             pins, missing = resolve_packages(modules)
             # IPython runs a step's magics (its own, or the shared cells') and renders
             # its report's rich outputs (tables, figures)
-            if step.uses_ipython or shared_ipython or step.has_report:
+            if pipeline.needs_ipython(step) or step.has_report:
                 pins += [distribution_pin("ipython")]
             step.packages = sorted(set(pins + runtime + list(self.extra_packages)), key=str.lower)
             everything |= set(step.packages)
