@@ -223,7 +223,9 @@ class Pipeline:
 
     def needs_ipython(self, step: Step) -> bool:
         """Whether ``step`` runs IPython syntax (magics, ``!``): its own cells or the
-        shared cells, which every step runs first."""
+        shared cells, which every step but the metrics step runs first."""
+        if step.is_metrics:
+            return False
         return step.uses_ipython or any(cell.uses_ipython for cell in self.shared_cells)
 
     def step_list(self) -> list[Step]:

@@ -166,8 +166,8 @@ def _rok_warning(raw: dict, rok: dict[str, list[str]], notebook: str) -> str | N
         )
     if rok["origin"]:
         done.append(
-            "new_pvc " + ", ".join(rok["origin"]) + f" starts empty (its {ROK_ORIGIN!r} "
-            "snapshot is not restored)"
+            "new_pvc " + ", ".join(rok["origin"]) + f" starts empty unless the cluster "
+            f"runs Rok (the PVC keeps its {ROK_ORIGIN!r} annotation, which only Rok restores)"
         )
     if snapshots:
         done.append("no Rok snapshot is taken (" + ", ".join(snapshots) + ")")

@@ -444,6 +444,7 @@ def script_context(pipeline: Pipeline) -> dict:
                 "size": py_literal(volume.size or "1Gi"),
                 "access_mode": py_literal(volume.access_mode),
                 "storage_class": py_literal(volume.storage_class_name) if volume.storage_class_name else "",
+                "annotations": py_literal(volume.annotations) if volume.annotations else "",
             }
             for volume, variable in zip(pipeline.volumes, names.volumes)
         ],

@@ -218,13 +218,20 @@ def test_rok_volumes_and_keys_convert_with_one_warning_that_says_what_to_do(tmp_
     for fragment in ("metadata.kubeflow_notebook", "'workspace-nb-abc12' at '/home/jovyan'",
                      "'data-xyz'", "are not mounted", "no Rok snapshot is taken",
                      "'autosnapshot'", "'snapshot_volumes'", "of volume 'restored'",
-                     "'restored' starts empty", "'rok/origin'", "type 'pvc'", "'new_pvc'"):
+                     "'restored' starts empty unless the cluster runs Rok", "'rok/origin'",
+                     "type 'pvc'", "'new_pvc'"):
         assert fragment in warning, (fragment, warning)
     assert [v.name for v in pipeline.volumes] == ["restored", "team-data"]
     script = write_script(nb, tmp_path, "rok.ipynb")
-    text = json.dumps(compile_in_process(script)[1])  # the Kubernetes platform spec
+    spec, platform = compile_in_process(script)
+    text = json.dumps(platform)  # the Kubernetes platform spec
     assert "team-data" in text and "/restored" in text
     assert "workspace-nb-abc12" not in text and "/home/jovyan" not in text
+    # the PVC the pipeline creates carries the volume's annotations, as Kale's did
+    create = [task for name, task in spec["root"]["dag"]["tasks"].items() if "createpvc" in name]
+    assert len(create) == 1
+    annotations = create[0]["inputs"]["parameters"]["annotations"]["runtimeValue"]["constant"]
+    assert annotations == {"rok/origin": "http://rok/snap/1"}
 
 
 def test_following_the_rok_fix_mounts_a_pvc_of_ones_own(tmp_path):

@@ -14,7 +14,9 @@ whose path is a FOLDER::
 A format may add fields: ``pickle_module`` (torch), ``custom_objects`` (keras),
 ``text_columns`` (pickle: the positions of a pandas object's object columns that hold
 only str, None and NaN, so the divergence check of a step that loads it need not scan
-them).
+them). A single number (int, float, bool, numpy scalar, one-element array) also gets
+``number`` and ``shown`` (its ``str``): the metrics step reads a metric from there, so
+its container needs no library to unpickle it.
 
 ``_kale_marshal_save(obj, path)`` / ``_kale_marshal_load(path)`` are the only entry
 points; anything that reads a finished run's artifacts should call them. The formats
@@ -328,6 +330,7 @@ def _kale_marshal_save(obj, path, registry=None, info=None):
             "python_type": _kale_marshal_type_name(obj),
             "kind": kind,
             "size_bytes": size,
+            **_kale_marshal_number(obj),
             **extra,
             **(info or {}),
         }
@@ -339,6 +342,37 @@ def _kale_marshal_save(obj, path, registry=None, info=None):
         _kale_marshal_remove(partial)
         raise
     return meta
+
+
+def _kale_marshal_number(obj):
+    """``{"number": ..., "shown": str(obj)}`` when ``obj`` is a single number (an int,
+    float, bool, a numpy scalar, a one-element array or tensor), else ``{}``.
+
+    The metrics step reads a metric from there, without unpickling it: it then needs
+    no library in its container (numpy for an ``np.float64`` accuracy), and prints the
+    value as the notebook's ``print`` does (``32``, ``0.95``)."""
+    import math
+    import numbers
+    import warnings
+
+    if isinstance(obj, (str, bytes, complex)):
+        return {}
+    if not isinstance(obj, numbers.Real):
+        shape = getattr(obj, "shape", None)
+        if not hasattr(type(obj), "__float__") or shape is None or tuple(shape) not in ((), (1,)):
+            return {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            number = float(obj)
+            shown = str(obj)
+    except Exception:  # noqa: BLE001 - not a number after all: the metrics step loads it
+        return {}
+    if isinstance(obj, numbers.Integral):
+        number = int(obj)
+    elif not math.isfinite(number):
+        number = str(number)  # JSON has no nan/inf; float("nan") reads it back
+    return {"number": number, "shown": shown}
 
 
 def _kale_marshal_load(path, registry=None):

@@ -361,7 +361,13 @@ def _kale_log_metrics(notebook, inputs, metrics, parameters=None):
     import sys
 
     values = {name: (value, "the pipeline parameters") for name, value in (parameters or {}).items()}
+    shown = {}
     for name, (artifact, producer) in inputs.items():
+        about = _kale_marshal_about(getattr(artifact, "path", artifact))
+        if "number" in about:  # recorded by the producer: nothing to unpickle
+            values[name] = (float(about["number"]), f"step {producer!r}")
+            shown[name] = about.get("shown")
+            continue
         value = _kale_load(notebook, "pipeline_metrics", name, artifact, producer)
         values[name] = (value, f"step {producer!r}")
     for name, (value, source) in sorted(values.items()):
@@ -378,4 +384,5 @@ def _kale_log_metrics(notebook, inputs, metrics, parameters=None):
             raise SystemExit(1) from None
         metrics.log_metric(name, number)
         # as the notebook's print(name) shows it: 32, not 32.0
-        print(f"{name}: {value}")
+        print(f"{name}: {shown.get(name) or value}")
+

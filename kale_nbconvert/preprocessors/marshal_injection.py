@@ -27,8 +27,8 @@ class MarshalInjectionPreprocessor(Stage):
     ``Output[Model]`` where the code makes the type evident (``pd.read_csv``,
     ``np.array``, an estimator constructor, ``.fit``), else ``Output[Artifact]``; the
     in-step runtime picks the serializer from the value's actual type and records it
-    in the artifact's metadata. ``packages_to_install`` comes from the step's own
-    imports (plus the shared cells), pinned to this environment.
+    in the artifact's metadata. ``packages_to_install`` comes from the modules the
+    step's container imports (``_step_modules``), pinned to this environment.
     """
 
     base_image = Unicode(
@@ -50,18 +50,11 @@ class MarshalInjectionPreprocessor(Stage):
         for message in plan_artifacts(pipeline):
             pipeline.warnings.append(message)
             self.log.warning(message)
-        shared_modules = set()
-        for cell in pipeline.shared_cells:
-            shared_modules |= imported_modules(cell.code)
         runtime = [distribution_pin(name) for name in SERIALIZER_DISTRIBUTIONS]
+        modules = _step_modules(pipeline)
         everything, unknown = set(runtime), set()
         for step in pipeline.step_list():
-            modules = set(shared_modules)
-            for cell in step.cells:
-                modules |= imported_modules(cell.code)
-            for statement in step.replayed_imports:
-                modules |= imported_modules(statement)
-            pins, missing = resolve_packages(modules)
+            pins, missing = resolve_packages(modules[step.name])
             # IPython runs a step's magics (its own, or the shared cells') and renders
             # its report's rich outputs (tables, figures)
             if pipeline.needs_ipython(step) or step.has_report:
@@ -84,3 +77,39 @@ class MarshalInjectionPreprocessor(Stage):
             pipeline.warnings.append(message)
             self.log.warning(message)
         return nb, resources
+
+
+def _step_modules(pipeline) -> dict[str, set[str]]:
+    """The modules each step's container must have, by step name.
+
+    A step runs the shared cells, its own cells and the imports it replays, and it
+    unpickles what its producers hand it: a value's classes may come from any module
+    its producer had (a DataFrame made in a step that imports pandas in its own cell),
+    so a step also gets its producers' modules, transitively. The metrics step runs no
+    cell and reads each metric as the number its producer recorded in the artifact's
+    ``kale.json``: it needs the runtime only.
+    """
+    shared = set()
+    for cell in pipeline.shared_cells:
+        shared |= imported_modules(cell.code)
+    found: dict[str, set[str]] = {}
+
+    def modules_of(step) -> set[str]:
+        if step.name not in found:
+            found[step.name] = set()  # a cycle (refused earlier) ends here
+            modules = set(shared)
+            for cell in step.cells:
+                modules |= imported_modules(cell.code)
+            for statement in step.replayed_imports:
+                modules |= imported_modules(statement)
+            for artifact in step.inputs:
+                producer = pipeline.steps.get(artifact.producer)
+                if producer is not None:
+                    modules |= modules_of(producer)
+            found[step.name] = modules
+        return found[step.name]
+
+    return {
+        step.name: set() if step.is_metrics else modules_of(step)
+        for step in pipeline.step_list()
+    }
