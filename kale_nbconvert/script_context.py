@@ -58,6 +58,17 @@ class ScriptNames:
     pipeline_function: str
     volumes: list[str]
     """The variable of each volume's ``CreatePVC`` task, in ``pipeline.volumes`` order."""
+    local: str = "local"
+    """How the pipeline function's body says ``build_pipeline``'s ``local``."""
+    kubernetes: str = "kubernetes"
+    """How the pipeline function's body says the ``kfp.kubernetes`` module."""
+
+    @property
+    def aliases(self) -> list[tuple[str, str]]:
+        """``(alias, name)`` for each of ``local`` and ``kubernetes`` that a pipeline
+        parameter of that name hides inside the pipeline function."""
+        return [(alias, name) for alias, name in
+                [(self.local, "local"), (self.kubernetes, "kubernetes")] if alias != name]
 
 
 def embedded_names() -> set[str]:
@@ -105,7 +116,13 @@ def generated_names(pipeline: Pipeline) -> ScriptNames:
         _unique("volume_" + re.sub(r"\W", "_", volume.name) + "_pvc", taken, "volume_pvc")
         for volume in pipeline.volumes
     ]
-    return ScriptNames(steps, function, volumes)
+    # the pipeline function's body uses these two; a parameter of the same name (its
+    # argument) would hide them there, so the body then says them by another name
+    local = _unique("build_locally", taken, "build_locally") if "local" in pipeline.parameters else "local"
+    k8s = "kubernetes"
+    if "kubernetes" in pipeline.parameters:
+        k8s = _unique("k8s", taken, "k8s")
+    return ScriptNames(steps, function, volumes, local, k8s)
 
 
 @dataclass
@@ -282,22 +299,6 @@ def _artifact_types(pipeline: Pipeline) -> list[str]:
     return sorted(used)
 
 
-def _check_identifiers(pipeline: Pipeline) -> None:
-    """Parameters must not shadow the fixed names the pipeline function body uses (the
-    names derived from steps and volumes avoid the parameters: ``generated_names``)."""
-    generated = {"dsl", "kubernetes", "local", "_kale_component"}
-    for parameter in pipeline.parameters.values():
-        if parameter.name in generated:
-            raise NotebookError(
-                f"parameter {parameter.name!r} clashes with a name the generated "
-                "pipeline uses",
-                notebook=pipeline.notebook,
-                cell=parameter.cell,
-                line=parameter.line,
-                fix=f"rename it, e.g. {parameter.name}_value",
-            )
-
-
 def _check_volumes(pipeline: Pipeline) -> None:
     for volume in pipeline.volumes:
         if volume.type == "pv":
@@ -344,7 +345,6 @@ def _preload(pipeline: Pipeline) -> list[str]:
 
 def script_context(pipeline: Pipeline) -> dict:
     """What ``index.py.j2`` needs, all Python literals or validated identifiers."""
-    _check_identifiers(pipeline)
     _check_volumes(pipeline)
     names = generated_names(pipeline)
     used_tasks = {a.producer for step in pipeline.step_list() for a in step.inputs}
@@ -449,4 +449,10 @@ def script_context(pipeline: Pipeline) -> dict:
             for volume, variable in zip(pipeline.volumes, names.volumes)
         ],
         "pipeline_function": names.pipeline_function,
+        "local": names.local,
+        "kubernetes": names.kubernetes,
+        "aliases": [  # only where the body says the name
+            (alias, name) for alias, name in names.aliases
+            if pipeline.volumes or (name == "kubernetes" and uses_kubernetes(pipeline))
+        ],
     }

@@ -411,13 +411,6 @@ CASES = [
         section="pipeline-parameters",
     ),
     Case(
-        "parameter-named-like-generated-name",
-        nb_bytes([("local = 1", ["pipeline-parameters"]), ("x = local", ["step:a"])]),
-        ["parameter 'local' clashes with a name the generated pipeline uses"],
-        cell=1,
-        section="pipeline-parameters",
-    ),
-    Case(
         "step-changes-a-parameter",
         nb_bytes([("n = 1", ["pipeline-parameters"]), ("n = n + 1", ["step:a"])]),
         ["step 'a' changes pipeline parameter 'n'"],

@@ -161,6 +161,30 @@ def test_generated_identifiers_never_collide(tmp_path):
     assert tasks_of(spec) == {kfp_name(name) for name in pipeline.steps} | {"createpvc", "createpvc-2"}
 
 
+def test_parameters_named_like_the_scripts_own_names_work(tmp_path):
+    """A notebook may call its parameters ``local``, ``kubernetes``, ``dsl`` or ``sys``:
+    they are the pipeline function's arguments, and where its body needs
+    ``build_pipeline``'s ``local`` or the kubernetes module it says them by another
+    name. The values reach the steps, the volume and the label reach the YAML."""
+    nb = make_notebook([
+        ("import math", ["imports"]),
+        ("local = 2\nkubernetes = 3\ndsl = 'x'\nsys = 5\nmetrics = True", ["pipeline-parameters"]),
+        ("total = local + kubernetes + sys\nlabel = dsl * 2", ["step:first", "label:team:ml"]),
+        ("score = total * 1.5 if metrics else 0.0\nprint(label)", ["step:second", "prev:first"]),
+        ("print(score)\nprint(local)", ["pipeline-metrics"]),
+    ], metadata={"volumes": [{"name": "data", "mount_point": "/data", "type": "new_pvc",
+                              "size": 1, "size_type": "Gi"}]})
+    script = write_script(nb, tmp_path, "params.ipynb")
+    spec, platform = compile_in_process(script)
+    assert "createpvc" in tasks_of([spec]) and "/data" in json.dumps(platform)
+    assert '"team"' in json.dumps(platform)
+    result = run_script(script, "--local", "--param", "dsl=yz")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run = load_run(tmp_path / "kale-local-runs")
+    assert run.outputs("first") == {"total": 10, "label": "yzyz"}
+    assert run.metrics() == {"score": 15.0, "local": 2.0}
+
+
 def test_the_script_defines_no_global_the_names_do_not_know(tmp_path):
     """``SCRIPT_GLOBALS`` must list what the template defines at module level, or a
     step function could silently replace one."""
