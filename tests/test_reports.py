@@ -140,6 +140,32 @@ def test_without_ipython_the_report_holds_text(tmp_path):
     assert "<pre class=\"stdout\">np.int64(3)\n'&lt;b&gt;'\n</pre>" in text
 
 
+UPDATING_CELLS = [
+    (1, "from IPython.display import HTML, display, update_display\n"
+        "progress = display(HTML('<b>step 1 of 3</b>'), display_id=True)\n"
+        "display(HTML('<i>kept</i>'), display_id='other')"),
+    (2, "progress.update(HTML('<b>step 3 of 3</b>'))\n"
+        "update_display(HTML('<u>nowhere</u>'), display_id='unknown')"),
+]
+
+
+def test_update_display_replaces_the_output_as_jupyter_does(tmp_path):
+    """A progress display updated from a later cell shows its last state where it was
+    first shown, once; an update of an id never shown shows nothing; others stay."""
+    page = tmp_path / "report.html"
+    code = (
+        "from kale_nbconvert.runtime import _kale_run_step\n"
+        f"_kale_run_step('nb.ipynb', 'a', {UPDATING_CELLS!r}, ipython=True, report={str(page)!r})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    text = page.read_text(encoding="utf-8")
+    shown = '<div class="output">{}</div>'.format
+    assert text.count(shown("<b>step 3 of 3</b>")) == 1 and shown("<b>step 1 of 3</b>") not in text
+    assert text.index('id="cell-1"') < text.index(shown("<b>step 3 of 3</b>")) < text.index('id="cell-2"')
+    assert shown("<i>kept</i>") in text and shown("<u>nowhere</u>") not in text
+
+
 @pytest.mark.slow
 def test_a_step_that_draws_nothing_gets_its_shell_on_the_first_display(tmp_path):
     """A shell costs about 30 ms a step: one whose code draws nothing gets it only when

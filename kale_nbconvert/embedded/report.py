@@ -97,14 +97,27 @@ def _kale_report_add(recorder, kind, value, metadata=None):
     outputs.append((kind, value, metadata or {}))
 
 
-def _kale_report_display(recorder, data, metadata=None):
+def _kale_report_display(recorder, data, metadata=None, display_id=None, update=False):
     """What a ``display()`` (or a cell's last value, or a figure) published: its plain
-    text goes to the log, as a terminal IPython shows it, and the bundle to the report."""
+    text goes to the log, as a terminal IPython shows it, and the bundle to the report.
+    ``update_display(obj, display_id=...)`` (``update``) replaces, as in Jupyter, every
+    output shown with that id, wherever it is, and shows nothing where there is none."""
     import sys
 
     text = data.get("text/plain")
     if text is not None:
         print(text, file=sys.stdout if recorder is None else recorder["stdout"], flush=True)
+    if recorder is None:
+        return
+    if update:
+        places = [recorder["log"]] + [cell["outputs"] for cell in recorder["cells"]]
+        for outputs in places:
+            for index, (kind, _, shown) in enumerate(outputs):
+                if kind == "display" and display_id is not None and shown.get("display_id") == display_id:
+                    outputs[index] = (kind, dict(data), dict(metadata or {}, display_id=display_id))
+        return
+    if display_id is not None:
+        metadata = dict(metadata or {}, display_id=display_id)
     _kale_report_add(recorder, "display", dict(data), metadata)
 
 

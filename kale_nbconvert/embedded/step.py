@@ -190,8 +190,9 @@ def _kale_shell(module, namespace, ipython, recorder):
             return super().enable_matplotlib("agg" if gui == "agg" else "inline")
 
     class Publisher(DisplayPublisher):
-        def publish(self, data, metadata=None, *args, **kwargs):
-            _kale_report_display(recorder, data, metadata)
+        def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs):
+            display_id = (transient or {}).get("display_id")
+            _kale_report_display(recorder, data, metadata, display_id, update)
 
         def clear_output(self, wait=False):
             _kale_report_clear(recorder)
