@@ -13,10 +13,16 @@
   scikit-learn, the case the warm worker exists for. ``--isolated`` (a fresh
   interpreter per step, as before) is measured beside it.
 * Peak RSS of a local run (largest process of its tree) against nbclient's.
+* ``--jobs``: candies (a fan-out of three kids, tiny steps) and a generated fan-out
+  whose kids each do a fixed amount of pure-Python work, run with the default
+  ``--jobs`` (the number of cores) against ``--jobs 1`` in the same run: what running
+  independent branches at once gains on this machine, and that it costs nothing where
+  the steps are too small to gain.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 
@@ -33,6 +39,10 @@ STDLIB_VS_NOTEBOOK_TARGET = 0.8
 VS_NOTEBOOK_TARGET = 1.1
 TITANIC = "kale__examples__titanic-ml-dataset__titanic_dataset_ml.ipynb"
 TITANIC_VS_NOTEBOOK_TARGET = 1.5
+JOBS_NO_GAIN_TARGET = 1.05  # tiny steps: running them at once must not cost
+JOBS_FAN_OUT_TARGET = 0.8  # 4 busy kids on 2 or more cores
+FAN_OUT_KIDS = 4
+FAN_OUT_WORK = 20_000_000  # squares each kid sums: about a second of one core
 
 
 def _write_script(nb, folder, name):
@@ -167,5 +177,91 @@ def titanic_vs_notebook(ctx):
     ]
 
 
+def fan_out_notebook(kids, work):
+    """``root -> kid1..kidN -> join``: each kid sums ``work`` squares (pure Python: a
+    fixed amount of one core's work, the same however many kids run at once), so
+    running the kids at once can only gain by using more cores."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kubeflow_notebook"] = {"pipeline_name": f"fan-out-{kids}"}
+    cells = [(f"n = {work}", ["step:root"])]
+    for kid in range(1, kids + 1):
+        cells.append((f"part{kid} = sum(i * i for i in range(n)) + {kid}",
+                      [f"step:kid{kid}", "prev:root"]))
+    cells.append(("total = " + " + ".join(f"part{kid}" for kid in range(1, kids + 1)),
+                  ["step:join", *(f"prev:kid{kid}" for kid in range(1, kids + 1))]))
+    for source, tags in cells:
+        cell = nbformat.v4.new_code_cell(source)
+        cell.metadata["tags"] = tags
+        nb.cells.append(cell)
+    return nb
+
+
+def jobs_vs_sequential(ctx):
+    """The default ``--jobs`` (one step per core) against ``--jobs 1``, interleaved, on
+    candies (tiny kids: nothing to gain, nothing may be lost) and on a fan-out of busy
+    kids (the gain the cores allow)."""
+    cores = os.cpu_count() or 1
+    kids, work = (2, FAN_OUT_WORK // 10) if ctx.quick else (FAN_OUT_KIDS, FAN_OUT_WORK)
+    candies = common.EXAMPLES / STDLIB_EXAMPLE
+    shapes = [
+        (STDLIB_EXAMPLE, "candies", JOBS_NO_GAIN_TARGET,
+         lambda: nbformat.read(candies, as_version=4)),
+        (f"fan-out of {kids} kids ({work / 1e6:g}M squares each)", f"fan_out_{kids}",
+         # --quick's kids are too small to gain: the row only shows the harness works
+         JOBS_FAN_OUT_TARGET if cores > 1 and not ctx.quick else None,
+         lambda: fan_out_notebook(kids, work)),
+    ]
+    results = []
+    for label, stem, target, notebook in shapes:
+        figure = f"{label} --local, default --jobs ({cores} cores) vs --jobs 1"
+        ctx.log(f"local run: {label}, --jobs {cores} and --jobs 1")
+        work_dir = common.scratch_dir(f"jobs-{stem}")
+        try:
+            script = _write_script(notebook(), work_dir, stem)
+            parallel, sequential = _interleaved(ctx, [
+                ([sys.executable, script, "--local"], work_dir),
+                ([sys.executable, script, "--local", "--jobs", "1"], work_dir),
+            ])
+        except Exception as error:  # e.g. candies being edited right now
+            results.append(unavailable("local run", figure, "--jobs 1", "s", str(error)[:300],
+                                       target=target, target_on="ratio"))
+            continue
+        results.append(Result("local run", figure, common.median_seconds(parallel),
+                              common.median_seconds(sequential), "--jobs 1", "s", target,
+                              "ratio" if target is not None else None))
+    return results
+
+
 def run(ctx):
-    return per_step_overhead(ctx) + examples_vs_notebook(ctx) + ([] if ctx.quick else titanic_vs_notebook(ctx))
+    return (per_step_overhead(ctx) + examples_vs_notebook(ctx) + jobs_vs_sequential(ctx)
+            + ([] if ctx.quick else titanic_vs_notebook(ctx)))
+
+
+def main(argv=None) -> int:
+    """``python -m benchmarks.local_run [--quick] [--runs N]``: only the ``--jobs`` rows
+    (a few minutes), with the machine header of the full table; the other rows of this
+    module run in the full harness (``python -m benchmarks``)."""
+    import argparse
+
+    from .__main__ import Context
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.local_run",
+                                     description="the --local --jobs rows only")
+    parser.add_argument("--quick", action="store_true", help="one run, no warm-up, small fan-out")
+    parser.add_argument("--runs", type=int, default=5, help="measured runs after one warm-up")
+    args = parser.parse_args(argv)
+    ctx = Context(quick=args.quick, runs=1 if args.quick else max(1, args.runs),
+                  warmup=0 if args.quick else 1, no_kale=True, examples=[])
+    options = ("quick: 1 run, no warm-up" if ctx.quick
+               else f"median of {ctx.runs} runs after {ctx.warmup} warm-up")
+    info = common.machine_info()  # its load average is the one at the start
+    results = jobs_vs_sequential(ctx)
+    print(common.format_header(info, options))
+    print()
+    print(common.format_table(results))
+    common.remove_scratch()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

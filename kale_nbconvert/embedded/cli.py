@@ -10,7 +10,7 @@ import what they use.
 
 def _kale_main(build_pipeline, parameters, packages, script, argv=None,
                pipeline_name="", experiment="", host="", preload=(), base_image=""):
-    """``python pipeline.py [--local [--cache] | --host [URL]] [--param NAME=VALUE ...]``.
+    """``python pipeline.py [--local [--cache] [--jobs N] | --host [URL]] [--param NAME=VALUE ...]``.
 
     ``pipeline_name``, ``experiment`` and ``host`` are the notebook's
     ``kubeflow_notebook`` metadata: defaults that the flags override. ``preload`` are
@@ -83,6 +83,14 @@ def _kale_main(build_pipeline, parameters, packages, script, argv=None,
         help="with --local: start every step in a fresh Python process, as a cluster "
         "does (slower; by default steps fork from one process that has imported the "
         "notebook's libraries once)",
+    )
+    local_group.add_argument(
+        "--jobs",
+        type=_kale_parse_jobs,
+        metavar="N",
+        help="with --local: run up to N steps at once, each as soon as the steps it "
+        f"depends on have succeeded (default: the number of cores here, {os.cpu_count() or 1}; "
+        "1: one after another)",
     )
     local_group.add_argument(
         "--allow-divergence",
@@ -163,6 +171,8 @@ def _kale_main(build_pipeline, parameters, packages, script, argv=None,
         parser.error("--isolated applies to --local runs (a cluster always isolates steps)")
     if (args.allow_divergence or args.check_limit is not None) and not args.local:
         parser.error("--allow-divergence and --check-limit apply to --local runs")
+    if args.jobs is not None and not args.local:
+        parser.error("--jobs applies to --local runs (a cluster runs independent steps at once by itself)")
     try:
         check_limit = None if args.check_limit is None else _kale_parse_size(args.check_limit)
     except ValueError:
@@ -181,7 +191,7 @@ def _kale_main(build_pipeline, parameters, packages, script, argv=None,
         return _kale_run_local(
             build_pipeline, packages, {**defaults, **arguments}, args.runs_dir,
             use_cache=args.cache, script=script, preload=None if args.isolated else preload,
-            base_image=base_image,
+            base_image=base_image, jobs=args.jobs or os.cpu_count() or 1,
         )
     from kfp import compiler
 
@@ -192,6 +202,22 @@ def _kale_main(build_pipeline, parameters, packages, script, argv=None,
     compiler.Compiler().compile(build_pipeline(), args.output, pipeline_parameters=arguments or None)
     print(f"Pipeline compiled to {args.output}", file=sys.stderr)
     return 0
+
+
+def _kale_parse_jobs(text):
+    """``--jobs N``: a whole number of steps at once, 1 or more (argparse reports the
+    ``ArgumentTypeError`` as a usage error, naming the flag)."""
+    import argparse
+
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give the number of steps to run at once, a whole number of 1 or "
+            "more (1 runs them one after another)")
+    return jobs
 
 
 def _kale_parse_size(text):

@@ -2,6 +2,13 @@
 Runs in the script's command line, never inside a step; the steps themselves run in
 ``worker.py``'s forked processes (or a fresh process each with ``--isolated``).
 
+kfp.local runs a pipeline's tasks one after another, in an order that changes from
+run to run, and stops at the first failure; the run replaces its loop by
+:func:`_kale_run_dag_concurrently`, which starts each task as soon as the tasks it
+depends on have succeeded, at most ``--jobs N`` at a time, in a fixed order, each
+through kfp.local's own ``execute_single_task`` (so artifacts, caching and the run
+folder stay kfp.local's), and runs every task no failure is upstream of.
+
 A ``--local`` run leaves, next to the outputs kfp.local writes, a manifest
 ``<runs-dir>/<pipeline>-<timestamp>/kale-run.json`` (format ``kale-local-run/1``)::
 
@@ -35,7 +42,7 @@ def _kale_check_local_packages(packages):
 
 
 def _kale_run_local(build_pipeline, packages, arguments, runs_dir, use_cache=False, script="",
-                    preload=(), base_image=""):
+                    preload=(), base_image="", jobs=1):
     """Run every step here with kfp.local's SubprocessRunner, without a venv.
 
     kfp.local's own log (executor input JSON, coloured banners) is replaced by one
@@ -49,6 +56,7 @@ def _kale_run_local(build_pipeline, packages, arguments, runs_dir, use_cache=Fal
     ``preload`` (None: ``--isolated``) starts the warm worker the steps fork from
     (:func:`_kale_worker_start`); it starts first, so its imports overlap kfp's.
     ``base_image`` is the notebook's image: a step with another is listed as cluster-only.
+    ``jobs`` is how many steps may run at once (``--jobs``; 1: one after another).
     """
     import sys
 
@@ -63,7 +71,7 @@ def _kale_run_local(build_pipeline, packages, arguments, runs_dir, use_cache=Fal
     worker = None if preload is None else _kale_worker_start(preload)
     try:
         return _kale_run_local_with(worker, build_pipeline, arguments, runs_dir, use_cache, script,
-                                    base_image)
+                                    base_image, jobs)
     finally:
         _kale_worker_stop(worker)
 
@@ -114,7 +122,7 @@ def _kale_local_unapplied(pipeline, base_image=""):
 
 
 def _kale_run_local_with(worker, build_pipeline, arguments, runs_dir, use_cache, script,
-                         base_image=""):
+                         base_image="", jobs=1):
     """The local run proper (see :func:`_kale_run_local`), steps forked from ``worker``
     where there is one."""
     import datetime
@@ -133,8 +141,9 @@ def _kale_run_local_with(worker, build_pipeline, arguments, runs_dir, use_cache,
     )
     pipeline = build_pipeline(local=True)
     tasks = _kale_task_order(pipeline.pipeline_spec)
-    state = {"steps": {}, "current": None, "run": None, "total": len(tasks), "worker": worker}
+    state = {"steps": {}, "run": None, "total": len(tasks), "worker": worker, "jobs": jobs}
     print(f"kale: running {pipeline.name} locally: {len(tasks)} steps"
+          + (f", up to {jobs} at once" if jobs > 1 and len(tasks) > 1 else "")
           + (", reusing unchanged steps (--cache)" if use_cache else ""), flush=True)
     unapplied = _kale_local_unapplied(pipeline, base_image)
     if unapplied:
@@ -197,9 +206,9 @@ def _kale_strip_ansi(text):
 
 
 def _kale_task_order(pipeline_spec):
-    """The pipeline's task names in an order kfp.local may run them (topological,
-    ties in name order)."""
-    dag = pipeline_spec.root.dag.tasks
+    """The task names of a pipeline spec (or of one DAG component spec) in the order a
+    local run starts them (topological, ties in name order)."""
+    dag = getattr(pipeline_spec, "root", pipeline_spec).dag.tasks
     order, done = [], set()
     while len(order) < len(dag):
         ready = sorted(
@@ -217,69 +226,102 @@ def _kale_instrument_kfp_local(state):
     """Make kfp.local report through ``state`` instead of its own log; returns a
     function that undoes it.
 
-    kfp.local offers no hook per task, so four of its module attributes are replaced
-    for the duration of the run: the logger context and the separator lines
-    (silenced), the task executor (timed and recorded: status, outputs, cache hit)
-    and the subprocess runner (output filtered and prefixed).
+    kfp.local offers no hook per task, so some of its module attributes are replaced
+    for the duration of the run: the logger context, the separator lines and the
+    indented print (silenced), the task executor (timed and recorded: status, outputs,
+    cache hit), the subprocess runner (output filtered and prefixed) and the DAG loop
+    (:func:`_kale_run_dag_concurrently`).
+
+    Tasks may run in several threads at once, so what is per task lives in a
+    thread-local (``state["local"].current``), the records and every line printed are
+    under ``state["lock"]``, and the replacements are safe to enter concurrently:
+    kfp's own logger context and indented print save and restore global state
+    around each task, which interleaved tasks would leave wrong after the run.
     """
     import contextlib
     import logging
     import os
+    import threading
     import time
     import warnings
 
     try:
         from kfp.local import logging_utils, subprocess_task_handler
-        from kfp.local.orchestrator import task_executor
+        from kfp.local.orchestrator import dag_orchestrator, task_executor
 
         originals = (
             logging_utils.local_logger_context,
             logging_utils.print_horizontal_line,
+            logging_utils.indented_print,
             task_executor.execute_single_task,
             subprocess_task_handler.run_local_subprocess,
+            dag_orchestrator.run_dag,
         )
     except (ImportError, AttributeError):  # another kfp version: keep its own log
         return lambda: None
+    state.setdefault("lock", threading.RLock())
+    state.setdefault("local", threading.local())
+    quiet = {"depth": 0, "previous": None}
 
     @contextlib.contextmanager
     def quiet_logger_context():
-        previous = logging.root.manager.disable
-        logging.disable(logging.CRITICAL)  # we report each task ourselves
+        with state["lock"]:  # counted: concurrent tasks enter and leave in any order
+            if quiet["depth"] == 0:
+                quiet["previous"] = logging.root.manager.disable
+                logging.disable(logging.CRITICAL)  # we report each task ourselves
+            quiet["depth"] += 1
         try:
             yield
         finally:
-            logging.disable(previous)
+            with state["lock"]:
+                quiet["depth"] -= 1
+                if quiet["depth"] == 0:
+                    logging.disable(quiet["previous"])
+
+    @contextlib.contextmanager
+    def unindented_print(*args, **kwargs):
+        yield  # kfp would swap builtins.print for every task; we print nothing with it
 
     def execute_single_task(*args, **kwargs):
         task = kwargs.get("task_name")
-        state["current"] = {"task": task, "ran": False, "failure": None}
-        if state["run"] is None and "pipeline_root" in kwargs:
-            state["run"] = os.path.join(kwargs["pipeline_root"], kwargs["pipeline_resource_name"])
+        current = {"task": task, "ran": False, "failure": None}
+        state["local"].current = current
+        with state["lock"]:
+            if state["run"] is None and "pipeline_root" in kwargs:
+                state["run"] = os.path.join(kwargs["pipeline_root"], kwargs["pipeline_resource_name"])
         began = time.perf_counter()
-        outputs, status = originals[2](*args, **kwargs)
+        outputs, status = originals[3](*args, **kwargs)
         ok = getattr(status, "name", str(status)) == "SUCCESS"
         record = {
-            "status": ("succeeded" if state["current"]["ran"] else "cached") if ok else "failed",
+            "status": ("succeeded" if current["ran"] else "cached") if ok else "failed",
             "duration_s": round(time.perf_counter() - began, 3),
             "artifacts": {
                 key: {"uri": value.uri, "metadata": dict(value.metadata or {})}
                 for key, value in (outputs or {}).items() if hasattr(value, "uri")
             },
-            "failure": state["current"]["failure"],
-            "warnings": state["current"].get("warnings", []),
+            "failure": current["failure"],
+            "warnings": current.get("warnings", []),
         }
-        state["steps"][task] = record
-        _kale_print_progress(task, record, len(state["steps"]), state["total"])
+        with state["lock"]:  # [k/n]: k counts the steps finished so far
+            state["steps"][task] = record
+            _kale_print_progress(task, record, len(state["steps"]), state["total"])
         return outputs, status
 
     def run_local_subprocess(full_command, env_vars=None):
-        state["current"]["ran"] = True
+        state["local"].current["ran"] = True
         return _kale_run_step_process(full_command, env_vars, state)
+
+    def run_dag(*args, **kwargs):
+        if args:  # kfp.local calls it by keyword; anything else gets its own loop
+            return originals[5](*args, **kwargs)
+        return _kale_run_dag_concurrently(originals[5], state["jobs"], kwargs)
 
     logging_utils.local_logger_context = quiet_logger_context
     logging_utils.print_horizontal_line = lambda: None
+    logging_utils.indented_print = unindented_print
     task_executor.execute_single_task = execute_single_task
     subprocess_task_handler.run_local_subprocess = run_local_subprocess
+    dag_orchestrator.run_dag = run_dag
     catcher = warnings.catch_warnings()
     catcher.__enter__()
     # Resource limits and display names apply on a cluster; locally they are ignored.
@@ -290,9 +332,103 @@ def _kale_instrument_kfp_local(state):
     def restore():
         catcher.__exit__(None, None, None)
         (logging_utils.local_logger_context, logging_utils.print_horizontal_line,
-         task_executor.execute_single_task, subprocess_task_handler.run_local_subprocess) = originals
+         logging_utils.indented_print, task_executor.execute_single_task,
+         subprocess_task_handler.run_local_subprocess, dag_orchestrator.run_dag) = originals
 
     return restore
+
+
+def _kale_run_dag_concurrently(run_dag, jobs, kwargs):
+    """kfp.local's ``dag_orchestrator.run_dag`` (``kwargs`` are its arguments), with each
+    task started as soon as every task in its ``dependent_tasks`` has succeeded, at most
+    ``jobs`` at a time, in threads that call kfp.local's ``execute_single_task``.
+
+    What kfp.local does stays kfp.local's: the IOStore (filled from this thread only,
+    before a dependent task starts), caching, retries, the task folders. A DAG with
+    nested DAGs (never a notebook's) goes to ``run_dag`` itself.
+
+    Ready tasks start in ``_kale_task_order`` (topological, ties by name), so the run
+    is the same every time: kfp.local's own loop takes the order of a protobuf map,
+    which changes from one process to the next, and stops at the first failure, so
+    which steps ran before a failure was a matter of chance. Here a failed task's
+    descendants never start and every other task runs, whatever ``jobs`` is: a run
+    goes as far as it can, and the summary names every failure, not just the first.
+    """
+    import concurrent.futures
+
+    from kfp.local import io, status
+    from kfp.local.orchestrator import task_executor
+    from kfp.local.orchestrator.orchestrator_utils import OrchestratorUtils
+
+    dag_component_spec = kwargs["dag_component_spec"]
+    components = kwargs["components"]
+    tasks = dag_component_spec.dag.tasks
+    flat = all(
+        components[task.component_ref.name].WhichOneof("implementation") == "executor_label"
+        and set(task.dependent_tasks) <= set(tasks)
+        for task in tasks.values()
+    )
+    if not flat:
+        return run_dag(**kwargs)
+    io_store = io.IOStore(parent=kwargs.get("parent_io_store"))
+    for key, value in OrchestratorUtils.join_user_inputs_and_defaults(
+        dag_arguments=kwargs["dag_arguments"],
+        dag_inputs_spec=dag_component_spec.input_definitions,
+    ).items():
+        io_store.put_parent_input(key, value)
+    order = _kale_task_order(kwargs["dag_component_spec"])
+    position = {name: index for index, name in enumerate(order)}
+    succeeded, failed, started, running = set(), [], set(), {}
+    error = None
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs,
+                                               thread_name_prefix="kale-step") as pool:
+        while True:
+            for name in order if error is None else ():
+                if len(running) >= jobs:
+                    break
+                if name in started or not set(tasks[name].dependent_tasks) <= succeeded:
+                    continue
+                started.add(name)
+                future = pool.submit(
+                    task_executor.execute_single_task,
+                    task_name=name,
+                    task_spec=tasks[name],
+                    pipeline_resource_name=kwargs["pipeline_resource_name"],
+                    components=components,
+                    executors=kwargs["executors"],
+                    io_store=io_store,
+                    pipeline_root=kwargs["pipeline_root"],
+                    runner=kwargs["runner"],
+                    unique_pipeline_id=kwargs["unique_pipeline_id"],
+                    fail_stack=kwargs["fail_stack"],
+                )
+                running[future] = name
+            if not running:
+                break
+            done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                name = running.pop(future)
+                try:
+                    outputs, task_status = future.result()
+                except BaseException as raised:  # noqa: BLE001 - re-raised once all have ended
+                    error = error or raised
+                    continue
+                if task_status == status.Status.SUCCESS:
+                    for key, output in outputs.items():
+                        io_store.put_task_output(name, key, output)
+                    succeeded.add(name)
+                elif task_status == status.Status.FAILURE:
+                    failed.append(name)
+                else:
+                    error = error or ValueError(f"Got unknown task status: {task_status.name}")
+    if error is not None:
+        raise error
+    if failed:
+        kwargs["fail_stack"].append(min(failed, key=position.get))
+        return {}, status.Status.FAILURE
+    outputs = OrchestratorUtils.get_dag_outputs(
+        dag_outputs_spec=dag_component_spec.dag.outputs, io_store=io_store)
+    return outputs, status.Status.SUCCESS
 
 
 def _kale_run_step_process(full_command, env_vars, state):
@@ -305,6 +441,7 @@ def _kale_run_step_process(full_command, env_vars, state):
     ``  step | line``. The runtime's
     ``kale: step ... failed ...`` line is kept for the closing summary. With the warm
     worker (``state["worker"]``) the step runs in a child forked from it instead.
+    Called in the thread that runs the task (``state["local"].current``).
     """
     import os
     import subprocess
@@ -324,10 +461,16 @@ def _kale_run_step_process(full_command, env_vars, state):
 
 
 def _kale_stream_step_output(lines, state):
-    """Show a step's output lines as ``  step | line``, minus kfp's executor log."""
+    """Show a step's output lines as ``  step | line``, minus kfp's executor log.
+
+    Each line is written whole under ``state["lock"]``, so the lines of steps running
+    at once interleave line by line, never within a line."""
+    import contextlib
     import sys
 
-    prefix = f"  {state['current']['task']} | "
+    current = state["local"].current
+    lock = state.get("lock") or contextlib.nullcontext()
+    prefix = f"  {current['task']} | "
     in_json = False
     for line in lines:
         if in_json:
@@ -343,11 +486,12 @@ def _kale_stream_step_output(lines, state):
             in_json = line.rstrip().endswith("Got executor_input:")
             continue
         if line.startswith("kale: step ") and " failed" in line:
-            state["current"]["failure"] = line.strip()
+            current["failure"] = line.strip()
         if line.startswith("kale: warning: "):  # the runtime's divergence warnings
-            state["current"].setdefault("warnings", []).append(line.strip()[len("kale: warning: "):])
-        sys.stdout.write(prefix + line if line.strip() else line)
-        sys.stdout.flush()
+            current.setdefault("warnings", []).append(line.strip()[len("kale: warning: "):])
+        with lock:
+            sys.stdout.write(prefix + line if line.strip() else line)
+            sys.stdout.flush()
 
 
 def _kale_print_progress(task, record, number, total):
@@ -368,7 +512,8 @@ def _kale_print_progress(task, record, number, total):
     width = len(str(total))
     line = (f"[{number:>{width}}/{total}] {task:<16} {record['status']:<9} "
             f"{record['duration_s']:6.2f} s   " + "; ".join(outputs))
-    print(line.rstrip(), flush=True, file=sys.stdout)
+    sys.stdout.write(line.rstrip() + "\n")  # one write: whole among concurrent steps' lines
+    sys.stdout.flush()
 
 
 def _kale_artifact_text(variable, artifact):

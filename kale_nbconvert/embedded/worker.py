@@ -4,6 +4,11 @@ inside a step.
 One process imports the notebook's installed modules once (``PRELOAD``) and forks a
 child per step, so each step starts warm instead of paying the imports again; the
 launcher side talks to it over a socket pair (``_kale_worker_send``/``_receive``).
+
+Steps may be submitted from several threads at once (``--jobs``): each submission
+brings its own reply channel, the worker keeps several children running and answers
+each on its own channel when that child ends, so no two steps share a request in
+flight and a child that crashes fails only its own step.
 """
 
 
@@ -22,6 +27,7 @@ def _kale_worker_start(preload):
     import socket
     import subprocess
     import sys
+    import threading
 
     if not hasattr(os, "fork") or not hasattr(socket, "send_fds"):
         return None
@@ -50,7 +56,8 @@ def _kale_worker_start(preload):
         return None
     finally:
         theirs.close()
-    return {"process": process, "channel": ours}
+    # the lock keeps the messages of steps submitted from different threads whole
+    return {"process": process, "channel": ours, "lock": threading.Lock()}
 
 
 def _kale_worker_stop(worker):
@@ -58,7 +65,7 @@ def _kale_worker_stop(worker):
 
     if worker is None:
         return
-    worker["channel"].close()  # the worker exits when its channel closes
+    worker["channel"].close()  # the worker exits when its channel closes (and its children end)
     try:
         worker["process"].wait(timeout=10)
     except subprocess.TimeoutExpired:
@@ -120,9 +127,14 @@ def _kale_worker_command(full_command):
 
 def _kale_worker_submit(worker, full_command, env_vars):
     """Run one step in a child of the worker: returns its output as a line iterator and
-    a function giving its exit code, or None (the caller then starts a process)."""
+    a function giving its exit code, or None (the caller then starts a process).
+
+    Safe to call from several threads at once: the request travels whole under the
+    worker's lock, and the exit code comes back on a socket pair of this submission's
+    own, so replies never need to be matched to requests."""
     import json
     import os
+    import socket
 
     parsed = _kale_worker_command(full_command)
     if worker is None or worker.get("broken") or parsed is None:
@@ -130,14 +142,19 @@ def _kale_worker_submit(worker, full_command, env_vars):
     source, arguments = parsed
     request = json.dumps({"source": source, "arguments": arguments, "env": env_vars or {}})
     read_end, write_end = os.pipe()
+    reply, theirs = socket.socketpair()
     try:
-        _kale_worker_send(worker["channel"], request.encode("utf-8"), [write_end])
+        with worker["lock"]:
+            _kale_worker_send(worker["channel"], request.encode("utf-8"),
+                              [write_end, theirs.fileno()])
     except OSError:
         worker["broken"] = True
         os.close(read_end)
+        reply.close()
         return None
-    finally:
+    finally:  # the worker has its copies now; ours would hide the end of the output
         os.close(write_end)
+        theirs.close()
     lines = os.fdopen(read_end, "r", errors="replace", buffering=1)
 
     def finish():
@@ -145,23 +162,36 @@ def _kale_worker_submit(worker, full_command, env_vars):
         in a process of its own, and so do all later steps)."""
         lines.close()
         try:
-            reply, _ = _kale_worker_receive(worker["channel"])
+            message, _ = _kale_worker_receive(reply)
         except OSError:
-            reply = None
-        if reply is None:
+            message = None
+        finally:
+            reply.close()
+        if message is None:
             worker["broken"] = True
             return None
-        return json.loads(reply)["status"]
+        return json.loads(message)["status"]
 
     return lines, finish
 
 
 def _kale_worker_main(channel, preload):
     """The worker: import ``preload``, then fork one child per request and report
-    each child's exit status. Exits when the launcher closes the channel."""
+    each child's exit status on the reply channel that came with the request. Exits
+    when the launcher closes the channel and its last child has ended.
+
+    Several children run at once (``--jobs``), so the worker never blocks on one: it
+    waits in a selector for a new request or a ``SIGCHLD`` (written to a pipe by
+    ``signal.set_wakeup_fd``) and reaps the children it started, by pid, without
+    blocking. A child keeps none of the worker's descriptors: not the channel, not the
+    other children's reply channels (whose end of file tells the launcher the worker
+    died), not the wake-up pipe."""
     import importlib
     import json
     import os
+    import selectors
+    import signal
+    import socket
     import sys
 
     for module in preload:
@@ -171,43 +201,89 @@ def _kale_worker_main(channel, preload):
             pass
     importlib.import_module("kfp.dsl.executor_main")  # what every child runs
 
-    while True:
-        message, fds = _kale_worker_receive(channel, with_fds=True)
-        if message is None:
-            return
-        output = fds[0]
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                channel.close()
-                os.dup2(output, 1)
-                os.dup2(output, 2)
-                os.close(output)
-                code = _kale_worker_child(json.loads(message))
-            except BaseException:  # noqa: BLE001 - anything the step did not catch
-                import traceback
-
-                traceback.print_exc()
-            finally:
-                try:  # as a process exiting normally would
-                    import atexit
-
-                    atexit._run_exitfuncs()
-                except BaseException:  # noqa: BLE001
-                    pass
-                for stream in (sys.stdout, sys.stderr):
-                    try:
-                        stream.flush()
-                    except (OSError, ValueError):
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.signal(signal.SIGCHLD, lambda number, frame: None)  # only to wake the selector
+    signal.set_wakeup_fd(wake_write)
+    selector = selectors.DefaultSelector()
+    selector.register(channel, selectors.EVENT_READ)
+    selector.register(wake_read, selectors.EVENT_READ)
+    children = {}  # pid -> the reply channel of its request
+    listening = True
+    while listening or children:
+        for key, _ in selector.select(timeout=1.0):  # the timeout only guards a lost wake-up
+            if key.fileobj is not channel:
+                try:
+                    while os.read(wake_read, 512):
                         pass
-                os._exit(code)
-        os.close(output)
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        _kale_worker_send(channel, json.dumps({"status": code}).encode("utf-8"))
+                except BlockingIOError:
+                    pass
+                continue
+            message, fds = _kale_worker_receive(channel, with_fds=True)
+            if message is None:  # the launcher is done: finish the children, then exit
+                listening = False
+                selector.unregister(channel)
+                for fd in fds:
+                    os.close(fd)
+                continue
+            if len(fds) != 2:  # not a request of this script's launcher
+                for fd in fds:
+                    os.close(fd)
+                continue
+            output, reply = fds[0], socket.socket(fileno=fds[1])
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    selector.close()
+                    os.close(wake_read)
+                    os.close(wake_write)
+                    channel.close()
+                    reply.close()
+                    for other in children.values():
+                        other.close()
+                    os.dup2(output, 1)
+                    os.dup2(output, 2)
+                    os.close(output)
+                    code = _kale_worker_child(json.loads(message))
+                except BaseException:  # noqa: BLE001 - anything the step did not catch
+                    import traceback
+
+                    traceback.print_exc()
+                finally:
+                    try:  # as a process exiting normally would
+                        import atexit
+
+                        atexit._run_exitfuncs()
+                    except BaseException:  # noqa: BLE001
+                        pass
+                    for stream in (sys.stdout, sys.stderr):
+                        try:
+                            stream.flush()
+                        except (OSError, ValueError):
+                            pass
+                    os._exit(code)
+            os.close(output)
+            children[pid] = reply
+        for pid in list(children):  # ours only: a preloaded library may have its own
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 1 << 8
+            if not done:
+                continue
+            reply = children.pop(pid)
+            try:
+                _kale_worker_send(reply, json.dumps(
+                    {"status": os.waitstatus_to_exitcode(status)}).encode("utf-8"))
+            except OSError:  # the launcher is gone
+                pass
+            reply.close()
 
 
 def _kale_worker_child(request):
