@@ -46,8 +46,18 @@ def distribution_pin(distribution: str) -> str:
     return f"{distribution}=={metadata.version(distribution)}"
 
 
+BEHAVIOUR_EXTRAS = {"pandas": ("pyarrow",)}
+"""Optional libraries that change what a library computes when they are importable, so
+a step with the library gets them too where they are installed here: pandas 3 stores
+strings with pyarrow when it can import it, else as Python objects, and a step without
+pyarrow would hand on ``StringDtype(storage='python')`` columns where the notebook had
+``'pyarrow'`` ones (found by running the compiled YAML in clean environments:
+tests/test_container_equivalent.py)."""
+
+
 def resolve_packages(modules) -> tuple[list[str], list[str]]:
-    """Modules -> (sorted pinned requirements, sorted modules nobody provides)."""
+    """Modules -> (sorted pinned requirements, sorted modules nobody provides); each
+    distribution brings its :data:`BEHAVIOUR_EXTRAS` that are installed here."""
     pins, unknown = set(), set()
     stdlib = set(sys.stdlib_module_names) | set(sys.builtin_module_names)
     for module in modules:
@@ -61,6 +71,11 @@ def resolve_packages(modules) -> tuple[list[str], list[str]]:
         if distribution.lower() == "kfp":
             continue
         pins.add(distribution_pin(distribution))
+        for extra in BEHAVIOUR_EXTRAS.get(distribution.lower(), ()):
+            try:
+                pins.add(distribution_pin(extra))
+            except metadata.PackageNotFoundError:  # not here: the notebook ran without it
+                pass
     return sorted(pins, key=str.lower), sorted(unknown)
 
 

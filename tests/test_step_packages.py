@@ -20,7 +20,7 @@ from helpers import make_notebook
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 RUNTIME = ["dill"]
 REPORT = ["dill", "ipython"]  # a step that writes its HTML report renders it with IPython
-SCIENCE = ["numpy", "pandas", "scikit-learn"]
+SCIENCE = ["numpy", "pandas", "pyarrow", "scikit-learn"]  # pyarrow: pandas' string storage
 
 
 def _names(step) -> list[str]:
@@ -39,7 +39,7 @@ def _packages(notebook) -> dict[str, list[str]]:
         ("iris_classifier", {step: sorted(REPORT + SCIENCE) for step in
                              ["load", "prepare", "train", "evaluate"]}
          | {"pipeline_metrics": RUNTIME}),
-        ("feature_engineering", {step: sorted(REPORT + ["numpy", "pandas"]) for step in
+        ("feature_engineering", {step: sorted(REPORT + ["numpy", "pandas", "pyarrow"]) for step in
                                  ["generate", "tools", "clean", "features", "summary"]}
          | {"pipeline_metrics": RUNTIME}),
     ],
@@ -65,6 +65,7 @@ def test_a_step_gets_the_packages_of_the_values_it_receives():
     packages = _packages(nb)
     assert "pandas" in packages["make"]
     assert "pandas" in packages["count"]
+    assert "pyarrow" in packages["count"]  # pandas stores strings with it where it is installed
     assert "pandas" in packages["report"]  # rows came from a step that had pandas
     assert "pandas" not in packages["alone"] and "numpy" not in packages["alone"]
     assert "numpy" not in packages["count"]
