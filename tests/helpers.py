@@ -51,8 +51,14 @@ def write_script(nb, folder: Path, name="notebook.ipynb") -> Path:
 
 
 def run_script(script: Path, *args, env=None, timeout=300) -> subprocess.CompletedProcess:
-    """Run a generated script with this interpreter; returns the completed process."""
+    """Run a generated script with this interpreter, as ``python script ARGS`` from its
+    folder; returns the completed process. Through this worker's script server
+    (``script_runner.py``: kfp imported once) unless ``env`` sets a ``PYTHON*``
+    variable, which only a new interpreter reads."""
     full_env = {**os.environ, **(env or {})}
+    server = None if any(key.startswith("PYTHON") for key in env or {}) else _script_server()
+    if server is not None:
+        return server.run([str(script), *args], script.parent, full_env, timeout)
     return subprocess.run(
         [sys.executable, str(script), *args],
         cwd=script.parent,
@@ -61,6 +67,29 @@ def run_script(script: Path, *args, env=None, timeout=300) -> subprocess.Complet
         env=full_env,
         timeout=timeout,
     )
+
+
+_SERVER: list = []
+
+
+def _script_server():
+    """This process's script server, started on first use; None where there is none
+    (``KALE_TEST_SCRIPT_SERVER=0``, no ``fork``, or it failed to start)."""
+    if not _SERVER:
+        server = None
+        if os.environ.get("KALE_TEST_SCRIPT_SERVER", "1") != "0" and hasattr(os, "fork"):
+            import atexit
+
+            from script_runner import ScriptServer
+
+            try:
+                server = ScriptServer()
+                atexit.register(server.stop)
+            except (OSError, RuntimeError) as error:
+                print(f"script server unavailable, a new interpreter per script: {error}",
+                      file=sys.stderr)
+        _SERVER.append(server)
+    return _SERVER[0]
 
 
 def embedded_cells(tree: ast.AST) -> dict[int, list[str]]:
