@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from equivalence import assert_pipeline_matches_notebook, pipeline_snapshots
+from equivalence import assert_pipeline_matches_notebook, load_snapshot, pipeline_snapshots
 from helpers import make_notebook, run_script, write_script
 
 pytestmark = [
@@ -92,3 +92,209 @@ def test_an_example_computes_what_the_notebook_computes_both_ways(tmp_path, mode
     notebook = tmp_path / "feature_engineering.ipynb"
     shutil.copy(examples / notebook.name, notebook)
     assert_pipeline_matches_notebook(notebook, tmp_path / "work", *mode)
+
+
+# The worker compiles the component module's chunks once and its children execute that
+# code instead of compiling the file: the module must be what compiling the file gives.
+COMPONENT = '''
+import kfp
+from typing import *
+
+
+def _kale_helper(value):
+    """A helper whose text is the same in every step."""
+    squares = [v * v for v in range(value)]
+    return sum(squares)
+
+
+@staticmethod
+def _decorated():
+    return 1
+
+
+class Thing:
+    size = 3
+
+
+def step_function(x):
+    return _kale_helper(x) / 0
+'''
+
+
+def _functions(code):
+    import types
+
+    return {c.co_name: c for c in code.co_consts if isinstance(c, types.CodeType)}
+
+
+def test_the_worker_compiles_a_module_in_chunks_that_equal_the_whole():
+    from kale_nbconvert.embedded.worker import _kale_worker_compile
+
+    cache = {}
+    codes = _kale_worker_compile(cache, COMPONENT)
+    assert codes is not None and len(codes) == 5  # header, 2 functions, class, step
+    whole = compile(COMPONENT.encode(), "ephemeral_component.py", "exec", dont_inherit=True)
+    chunked = {}
+    for code in codes:
+        chunked.update(_functions(code))
+    assert chunked == _functions(whole)  # code, line numbers, columns: all equal
+    assert [chunked[name].co_firstlineno for name in ("_kale_helper", "step_function")] == [
+        _functions(whole)[name].co_firstlineno for name in ("_kale_helper", "step_function")]
+    namespace_whole, namespace_chunks = {}, {}
+    exec(whole, namespace_whole)
+    for code in codes:
+        exec(code, namespace_chunks)
+    assert sorted(namespace_whole) == sorted(namespace_chunks)
+    assert namespace_chunks.get("__doc__") is None  # no chunk's first line becomes a docstring
+
+    # the next step: same runtime, another step function; only that one is compiled
+    other = COMPONENT.replace("/ 0", "+ 1")
+    again = _kale_worker_compile(cache, other)
+    assert again[:-1] == codes[:-1] and all(a is b for a, b in zip(again[:-1], codes[:-1]))
+    assert again[-1] is not codes[-1] and len(cache) == 6
+
+
+@pytest.mark.parametrize("source", [
+    # a 'def' in column 0 after an empty line inside a string is no chunk boundary:
+    # the chunk before it does not compile, so the module is compiled whole
+    COMPONENT.replace("    return 1", '    return """\n\ndef inside():\n    pass\n"""'),
+    "from __future__ import annotations\n" + COMPONENT,  # changes how the rest compiles
+    COMPONENT.replace("\n", "\r\n"),  # another line count than the chunks' newlines
+    "# -*- coding: latin-1 -*-\n" + COMPONENT,  # another reading of the bytes
+    COMPONENT + '\n\ndef warns():\n    return "\\d"\n',  # the child's compile shows the warning
+    COMPONENT + "\n\ndef broken(:\n",  # the child's compile reports the error
+])
+def test_the_worker_compiles_whole_what_chunks_cannot_reproduce(source):
+    from kale_nbconvert.embedded.worker import _kale_worker_compile
+
+    assert _kale_worker_compile({}, source) is None
+
+
+def test_a_child_loads_the_compiled_module_with_its_file_name_and_lines(tmp_path):
+    import importlib.machinery
+    import importlib.util
+    import traceback
+
+    from kale_nbconvert.embedded.worker import _kale_worker_compile, _kale_worker_use_compiled
+
+    loader = importlib.machinery.SourceFileLoader
+    before = loader.__dict__.get("exec_module")
+    path = tmp_path / "ephemeral_component.py"
+    path.write_text(COMPONENT, encoding="utf-8")
+    codes = _kale_worker_compile({}, COMPONENT)
+    _kale_worker_use_compiled(str(path), codes)
+    try:
+        other = tmp_path / "other_module.py"  # any other file loads as always
+        other.write_text("VALUE = 7\n", encoding="utf-8")
+        spec = importlib.util.spec_from_file_location("other_module", other)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert module.VALUE == 7 and "exec_module" in loader.__dict__  # still waiting
+
+        spec = importlib.util.spec_from_file_location("ephemeral_component", path)  # as kfp
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        if loader.__dict__.get("exec_module") is not before:  # only if the test failed early
+            if before is None:
+                del loader.exec_module
+            else:
+                loader.exec_module = before
+    assert loader.__dict__.get("exec_module") is before  # the loader's own method is back
+    assert module.__file__ == str(path) and module.Thing.size == 3
+    with pytest.raises(ZeroDivisionError) as raised:
+        module.step_function(3)
+    frames = [(frame.filename, frame.lineno, frame.name, frame.line)
+              for frame in traceback.extract_tb(raised.tb)][1:]
+    line = COMPONENT.splitlines().index("    return _kale_helper(x) / 0") + 1
+    assert frames == [(str(path), line, "step_function", "return _kale_helper(x) / 0")]
+    nested = [c for c in module._kale_helper.__code__.co_consts if hasattr(c, "co_filename")]
+    assert all(code.co_filename == str(path) for code in nested)  # a comprehension's (3.11)
+
+
+# A step's own view of its component module: the code of every function against what
+# compiling the module's file gives, the file each code object names, the stack its
+# cell runs under (lines and text in that file), the module's names.
+MODULE_PROBE = (
+    "import sys, traceback, types\n"
+    "_module = sys.modules['ephemeral_component']\n"
+    "with open(_module.__file__, 'rb') as _handle:\n"
+    "    _whole = compile(_handle.read(), _module.__file__, 'exec', dont_inherit=True)\n"
+    "_compiled = {c.co_name: c for c in _whole.co_consts if isinstance(c, types.CodeType)}\n"
+    "_functions = {n: f for n, f in vars(_module).items()\n"
+    "              if isinstance(f, types.FunctionType) and f.__module__ == _module.__name__}\n"
+    "def _codes(code):\n"
+    "    yield code\n"
+    "    for constant in code.co_consts:\n"
+    "        if isinstance(constant, types.CodeType):\n"
+    "            yield from _codes(constant)\n"
+    "functions = len(_functions)\n"
+    "differing = sorted(n for n, f in _functions.items() if f.__code__ != _compiled.get(n))\n"
+    "files = sorted({c.co_filename for f in _functions.values() for c in _codes(f.__code__)}\n"
+    "               - {_module.__file__})\n"
+    "stack = [(f.lineno, f.name, f.line) for f in traceback.extract_stack()\n"
+    "         if f.filename == _module.__file__]\n"
+    "names = sorted(vars(_module))\n"
+    "import os\n"  # kfp's own load of the file writes its bytecode next to it
+    "bytecode_written = os.path.exists(_module.__cached__)\n"
+)
+
+
+def _snapshots(script, folder, *args):
+    """The steps' final variables (``pipeline_snapshots``), bytecode writing on."""
+    env = {"KALE_NBCONVERT_SNAPSHOT_DIR": str(folder), "PYTHONDONTWRITEBYTECODE": ""}
+    result = run_script(script, "--local", *args, env=env)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return {path.name: load_snapshot(path) for path in sorted(folder.iterdir())}
+
+
+def test_a_forked_step_runs_the_module_compiling_its_file_gives(tmp_path):
+    nb = make_notebook([
+        (MODULE_PROBE, ["step:first"]),
+        (MODULE_PROBE, ["step:second", "prev:first"]),
+    ])
+    script = write_script(nb, tmp_path, "module.ipynb")
+    forked = _snapshots(script, tmp_path / "forked")
+    isolated = _snapshots(script, tmp_path / "isolated", "--isolated")
+    for step in ("first", "second"):  # the second reuses what the first compiled
+        assert forked[step]["bytecode_written"] is False  # the worker's code ran
+        assert isolated[step]["bytecode_written"] is True  # kfp compiled the file
+        assert forked[step]["functions"] > 50  # the runtime's functions and the step's
+        assert forked[step]["differing"] == [] and forked[step]["files"] == []
+        assert [frame[1] for frame in forked[step]["stack"]][:1] == [f"{step}_step"]
+        for name in ("functions", "differing", "files", "stack", "names"):
+            assert forked[step][name] == isolated[step][name], (step, name)
+
+
+def test_the_local_build_reads_each_function_source_once_and_builds_the_same(tmp_path):
+    import runpy
+
+    from kfp.dsl import component_factory
+
+    from kale_nbconvert.embedded.local_run import _kale_cache_function_sources
+
+    nb = make_notebook([("x = 1", ["step:first"]), ("y = x + 1", ["step:second", "prev:first"])])
+    script = write_script(nb, tmp_path, "sources.ipynb")
+    build = runpy.run_path(str(script), run_name="sources")["build_pipeline"]
+    original = component_factory._get_function_source_definition
+    reads = []
+
+    def counted(function):
+        reads.append(function)
+        return original(function)
+
+    component_factory._get_function_source_definition = counted
+    try:
+        plain = build(local=True)
+        read_plain = len(reads)
+        reads.clear()
+        restore = _kale_cache_function_sources()
+        try:
+            cached = build(local=True)
+        finally:
+            restore()
+    finally:
+        component_factory._get_function_source_definition = original
+    assert component_factory._get_function_source_definition is original
+    assert cached.pipeline_spec == plain.pipeline_spec  # the same commands, byte for byte
+    assert len(reads) == len(set(reads)) < read_plain  # the runtime's functions read once
