@@ -43,7 +43,13 @@ def _string_lines(text: str) -> set[int]:
 
 @pytest.mark.parametrize("notebook", EXAMPLES, ids=lambda p: p.stem)
 def test_an_example_script_passes_pyflakes(notebook, tmp_path):
-    assert _pyflakes(_script(notebook, tmp_path)) == ""
+    text = _script(notebook, tmp_path)
+    assert _pyflakes(text) == ""
+    assert text.endswith(")\n") and not text.endswith("\n\n")  # one final newline
+    # run as a program it builds its pipeline in its command line only (once); imported,
+    # as by `kfp dsl compile`, it defines `pipeline`
+    assert text.rstrip().endswith('else:  # imported, as by `kfp dsl compile --py THIS_FILE`, '
+                                  'which looks for a pipeline\n    pipeline = build_pipeline()')
 
 
 @pytest.mark.parametrize("notebook", EXAMPLES, ids=lambda p: p.stem)
