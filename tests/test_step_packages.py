@@ -128,3 +128,25 @@ def test_a_metric_that_is_not_a_number_still_fails_with_its_type(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "metric 'labels' from step 'train' is a list, not a number" in result.stderr
+
+
+class OddShape:
+    """Has ``__float__`` and a ``shape`` that is a method, not a tuple."""
+
+    def shape(self):
+        return (1,)
+
+    def __float__(self):
+        return 1.0
+
+
+def test_a_value_with_an_odd_shape_is_saved_without_a_number(tmp_path):
+    """Recording the number must never fail a save: a value it cannot read as one
+    number is saved as usual, and the metrics step would load it."""
+    import json as json_module
+
+    from kale_nbconvert.embedded.marshal import _kale_marshal_save
+
+    meta = _kale_marshal_save(OddShape(), str(tmp_path / "odd"))
+    assert "number" not in meta
+    assert "number" not in json_module.loads((tmp_path / "odd" / "kale.json").read_text())

@@ -357,11 +357,11 @@ def _kale_marshal_number(obj):
 
     if isinstance(obj, (str, bytes, complex)):
         return {}
-    if not isinstance(obj, numbers.Real):
-        shape = getattr(obj, "shape", None)
-        if not hasattr(type(obj), "__float__") or shape is None or tuple(shape) not in ((), (1,)):
-            return {}
     try:
+        if not isinstance(obj, numbers.Real):
+            shape = getattr(obj, "shape", None)
+            if not hasattr(type(obj), "__float__") or shape is None or tuple(shape) not in ((), (1,)):
+                return {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             number = float(obj)
