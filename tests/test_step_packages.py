@@ -150,3 +150,18 @@ def test_a_value_with_an_odd_shape_is_saved_without_a_number(tmp_path):
     meta = _kale_marshal_save(OddShape(), str(tmp_path / "odd"))
     assert "number" not in meta
     assert "number" not in json_module.loads((tmp_path / "odd" / "kale.json").read_text())
+
+
+def test_packages_follow_every_path_of_values_and_long_chains():
+    """``x`` reads ``df`` from ``a`` and ``n`` from ``b`` (which read ``df`` too): every
+    path brings pandas; and along a chain of 1,200 steps, every step gets it."""
+    diamond = _packages(make_notebook([
+        ("import pandas as pd\ndf = pd.DataFrame({'a': [1]})", ["step:a"]),
+        ("n = len(df)", ["step:b", "prev:a"]),
+        ("print(n, df)", ["step:x", "prev:b"]),
+    ]))
+    assert all("pandas" in diamond[step] for step in ("a", "b", "x"))
+    cells = [("import pandas as pd\nv0 = pd.Series([0])", ["step:s0"])]
+    cells += [(f"v{i} = v{i - 1} + 1", [f"step:s{i}", f"prev:s{i - 1}"]) for i in range(1, 1200)]
+    chain = _packages(make_notebook(cells))
+    assert "pandas" in chain["s1199"]

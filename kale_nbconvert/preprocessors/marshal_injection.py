@@ -92,24 +92,32 @@ def _step_modules(pipeline) -> dict[str, set[str]]:
     shared = set()
     for cell in pipeline.shared_cells:
         shared |= imported_modules(cell.code)
+    own = {}
+    for step in pipeline.step_list():
+        modules = set(shared)
+        for cell in step.cells:
+            modules |= imported_modules(cell.code)
+        for statement in step.replayed_imports:
+            modules |= imported_modules(statement)
+        own[step.name] = modules
     found: dict[str, set[str]] = {}
-
-    def modules_of(step) -> set[str]:
-        if step.name not in found:
-            found[step.name] = set()  # a cycle (refused earlier) ends here
-            modules = set(shared)
-            for cell in step.cells:
-                modules |= imported_modules(cell.code)
-            for statement in step.replayed_imports:
-                modules |= imported_modules(statement)
-            for artifact in step.inputs:
-                producer = pipeline.steps.get(artifact.producer)
-                if producer is not None:
-                    modules |= modules_of(producer)
-            found[step.name] = modules
-        return found[step.name]
-
+    open_steps: set[str] = set()  # entered, producers not all done yet
+    for start in own:  # depth first without recursion: a chain may be thousands of steps long
+        stack = [(start, False)]
+        while stack:
+            name, ready = stack.pop()
+            if name in found:
+                continue
+            producers = {a.producer for a in pipeline.steps[name].inputs if a.producer in own}
+            if ready:
+                found[name] = set(own[name]).union(*(found.get(p, set()) for p in producers))
+                open_steps.discard(name)
+                continue
+            open_steps.add(name)
+            stack.append((name, True))
+            # an open producer would be a cycle, which name analysis refuses earlier
+            stack.extend((p, False) for p in producers if p not in found and p not in open_steps)
     return {
-        step.name: set() if step.is_metrics else modules_of(step)
+        step.name: set() if step.is_metrics else found[step.name]
         for step in pipeline.step_list()
     }
