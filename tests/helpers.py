@@ -11,6 +11,8 @@ from pathlib import Path
 import nbformat
 
 from kale_nbconvert.exporter import KaleExporter
+from script_runner import NBCONVERT_PRELOAD, ScriptServer
+from script_runner import PRELOAD as SCRIPT_PRELOAD
 
 
 def make_notebook(cells, metadata=None) -> nbformat.NotebookNode:
@@ -56,7 +58,7 @@ def run_script(script: Path, *args, env=None, timeout=300) -> subprocess.Complet
     (``script_runner.py``: kfp imported once) unless ``env`` sets a ``PYTHON*``
     variable, which only a new interpreter reads."""
     full_env = {**os.environ, **(env or {})}
-    server = None if any(key.startswith("PYTHON") for key in env or {}) else _script_server()
+    server = None if any(key.startswith("PYTHON") for key in env or {}) else _server(SCRIPT_PRELOAD)
     if server is not None:
         return server.run([str(script), *args], script.parent, full_env, timeout)
     return subprocess.run(
@@ -69,27 +71,37 @@ def run_script(script: Path, *args, env=None, timeout=300) -> subprocess.Complet
     )
 
 
-_SERVER: list = []
+_SERVERS: dict = {}
 
 
-def _script_server():
-    """This process's script server, started on first use; None where there is none
-    (``KALE_TEST_SCRIPT_SERVER=0``, no ``fork``, or it failed to start)."""
-    if not _SERVER:
+def _server(preload):
+    """This process's server that imports ``preload`` before forking, started on first
+    use; None where there is none (no ``fork``, it failed to start, or, for generated
+    scripts, ``KALE_TEST_SCRIPT_SERVER=0``: nbconvert runs always fork, as they did)."""
+    if preload not in _SERVERS:
         server = None
-        if os.environ.get("KALE_TEST_SCRIPT_SERVER", "1") != "0" and hasattr(os, "fork"):
+        scripts_off = preload == SCRIPT_PRELOAD and os.environ.get("KALE_TEST_SCRIPT_SERVER") == "0"
+        if not scripts_off and hasattr(os, "fork"):
             import atexit
 
-            from script_runner import ScriptServer
-
             try:
-                server = ScriptServer()
+                server = ScriptServer(preload)
                 atexit.register(server.stop)
             except (OSError, RuntimeError) as error:
-                print(f"script server unavailable, a new interpreter per script: {error}",
+                print(f"script server unavailable, a new interpreter per run: {error}",
                       file=sys.stderr)
-        _SERVER.append(server)
-    return _SERVER[0]
+        _SERVERS[preload] = server
+    return _SERVERS[preload]
+
+
+def run_nbconvert(folder: Path, *args, timeout=300) -> subprocess.CompletedProcess:
+    """``python -m nbconvert ARGS`` in ``folder``, through this worker's nbconvert
+    server (nbconvert and the exporter imported once) where there is one."""
+    server = _server(NBCONVERT_PRELOAD)
+    if server is not None:
+        return server.run(["-m", "nbconvert", *args], folder, dict(os.environ), timeout)
+    return subprocess.run([sys.executable, "-m", "nbconvert", *args], cwd=folder,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def embedded_cells(tree: ast.AST) -> dict[int, list[str]]:

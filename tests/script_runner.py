@@ -1,5 +1,6 @@
-"""Run generated scripts the way ``python script.py ARGS`` does, without paying the
-interpreter's start and kfp's import (about 0.8 s) for each of the suite's ~120 runs.
+"""Run generated scripts the way ``python script.py ARGS`` does (and ``python -m
+nbconvert ARGS``), without paying the interpreter's start and kfp's (or nbconvert's)
+import, about 0.8 s, for each of the suite's ~120 script runs.
 
 One server process per test worker imports kfp once (``PRELOAD``) and forks a child
 per request; the child becomes what ``python script.py`` would be: its own process
@@ -11,9 +12,12 @@ modules are the only thing it starts with that a fresh interpreter would not hav
 every script imports them first. The steps of a ``--local`` run, the warm worker and
 ``--isolated``'s fresh interpreters are the script's own processes, as ever.
 
-``KALE_TEST_SCRIPT_SERVER=0`` (or a platform without ``fork``) starts a new
-interpreter per run instead; ``tests/helpers.py`` falls back to that by itself if the
-server cannot start.
+A second server (``NBCONVERT_PRELOAD``) runs ``python -m nbconvert`` the same way, for
+the tests that run the converter's command line case after case.
+
+``KALE_TEST_SCRIPT_SERVER=0`` starts a new interpreter for every generated script
+instead (a platform without ``fork`` does so for both kinds of run);
+``tests/helpers.py`` falls back to that by itself if a server cannot start.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ import sys
 import tempfile
 
 PRELOAD = ("kfp", "kfp.dsl", "kfp.compiler", "kfp.local", "kfp.components", "yaml")
+"""What a server for generated scripts imports before forking."""
+NBCONVERT_PRELOAD = ("nbconvert.nbconvertapp", "kale_nbconvert.exporter")
+"""What a server for ``python -m nbconvert`` runs imports before forking."""
 
 
 def _child(request: dict, out_path: str, err_path: str) -> None:
@@ -44,14 +51,19 @@ def _child(request: dict, out_path: str, err_path: str) -> None:
             target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.dup2(target, fd)
             os.close(target)
-        script = request["argv"][0]
+        argv = list(request["argv"])
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        sys.argv = list(request["argv"])
-        sys.path[0] = os.path.dirname(os.path.abspath(script))
         try:
-            runpy.run_path(script, run_name="__main__")
+            if argv[0] == "-m":  # python -m MODULE ARGS: the working folder first on the path
+                sys.argv = argv[1:]
+                sys.path[0] = os.getcwd()
+                runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+            else:
+                sys.argv = argv
+                sys.path[0] = os.path.dirname(os.path.abspath(argv[0]))
+                runpy.run_path(argv[0], run_name="__main__")
             code = 0
         except SystemExit as stop:
             code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
@@ -109,11 +121,11 @@ def _serve(listener: socket.socket) -> None:
 class ScriptServer:
     """The test worker's side: start the server, run scripts through it, stop it."""
 
-    def __init__(self):
+    def __init__(self, preload=PRELOAD):
         self.folder = tempfile.mkdtemp(prefix="kale-script-server-")
         self.address = os.path.join(self.folder, "socket")
         self.process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), self.address],
+            [sys.executable, os.path.abspath(__file__), self.address, *preload],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
         )
         ready = self.process.stdout.readline().strip()
@@ -123,6 +135,7 @@ class ScriptServer:
         self.runs = 0
 
     def run(self, argv, cwd, env, timeout) -> subprocess.CompletedProcess:
+        """``python ARGV`` (a script and its arguments, or ``-m MODULE ...``) in ``cwd``."""
         self.runs += 1
         out = os.path.join(self.folder, f"{self.runs}.out")
         err = os.path.join(self.folder, f"{self.runs}.err")
@@ -162,8 +175,8 @@ def _read_and_remove(path: str) -> str:
             os.remove(path)
 
 
-def main(address: str) -> None:
-    for module in PRELOAD:
+def main(address: str, preload) -> None:
+    for module in preload:
         __import__(module)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(address)
@@ -173,4 +186,4 @@ def main(address: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])

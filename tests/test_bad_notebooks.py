@@ -21,7 +21,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import convert, embedded_cells, make_notebook
+from helpers import convert, embedded_cells, make_notebook, run_nbconvert
 from kale_nbconvert.errors import NotebookError
 from kale_nbconvert.exporter import KaleExporter
 
@@ -547,57 +547,17 @@ def test_bad_notebook_gives_one_clear_error(tmp_path, case):
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
 
 
-CLI_DRIVER = r"""
-import json, os, sys
-from nbconvert.nbconvertapp import main
-import kale_nbconvert.exporter  # noqa: F401 - imported once, before forking
-
-results = []
-for job in json.load(sys.stdin):
-    out, err = job["stdout"], job["stderr"]
-    pid = os.fork()
-    if pid == 0:  # the child is a fresh `jupyter nbconvert` run, minus the start-up cost
-        os.chdir(job["folder"])
-        os.dup2(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 1)
-        os.dup2(os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
-        sys.argv = ["jupyter-nbconvert", *job["args"]]
-        try:
-            main()
-            code = 0
-        except SystemExit as exit:
-            code = exit.code if isinstance(exit.code, int) else 1
-        except BaseException:
-            import traceback
-            traceback.print_exc()
-            code = 99
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    with open(out) as o, open(err) as e:
-        results.append({"rc": os.waitstatus_to_exitcode(status), "stdout": o.read(), "stderr": e.read()})
-json.dump(results, sys.stdout)
-"""
-
-
 def run_cli_many(jobs):
     """Run ``jupyter nbconvert`` once per job ({folder, args}); each run is its own
-    process (forked from one that imported nbconvert once). Returns [{rc, stdout, stderr}]."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as logs:
-        for index, job in enumerate(jobs):
-            job["stdout"] = os.path.join(logs, f"{index}.out")
-            job["stderr"] = os.path.join(logs, f"{index}.err")
-        result = subprocess.run(
-            [sys.executable, "-c", CLI_DRIVER],
-            input=json.dumps(jobs), capture_output=True, text=True, timeout=900,
-        )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    process (forked from one that imported nbconvert once: ``run_nbconvert``).
+    Returns [{rc, stdout, stderr}]."""
+    results = []
+    for job in jobs:
+        done = run_nbconvert(Path(job["folder"]), *job["args"], timeout=120)
+        results.append({"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr})
+    return results
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="the CLI driver forks")
 def test_every_bad_notebook_through_the_cli(tmp_path):
     """``jupyter nbconvert --to kale`` on each case: exit code 1, stderr ending with the
     one-line message and no traceback, nothing written, the notebook unchanged."""
@@ -964,7 +924,6 @@ def test_more_bad_notebooks_give_one_clear_error(tmp_path, case):
     test_bad_notebook_gives_one_clear_error(tmp_path, case)
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="the CLI driver forks")
 def test_more_bad_notebooks_through_the_cli(tmp_path):
     jobs = []
     for case in MORE_CASES:
