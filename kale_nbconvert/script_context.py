@@ -65,8 +65,8 @@ class ScriptNames:
 
     @property
     def aliases(self) -> list[tuple[str, str]]:
-        """``(alias, name)`` for each of ``local`` and ``kubernetes`` that a pipeline
-        parameter of that name hides inside the pipeline function."""
+        """``(alias, name)`` for each of ``local`` and ``kubernetes`` that the pipeline
+        function's body says but a pipeline parameter of that name hides there."""
         return [(alias, name) for alias, name in
                 [(self.local, "local"), (self.kubernetes, "kubernetes")] if alias != name]
 
@@ -116,11 +116,13 @@ def generated_names(pipeline: Pipeline) -> ScriptNames:
         _unique("volume_" + re.sub(r"\W", "_", volume.name) + "_pvc", taken, "volume_pvc")
         for volume in pipeline.volumes
     ]
-    # the pipeline function's body uses these two; a parameter of the same name (its
-    # argument) would hide them there, so the body then says them by another name
-    local = _unique("build_locally", taken, "build_locally") if "local" in pipeline.parameters else "local"
-    k8s = "kubernetes"
-    if "kubernetes" in pipeline.parameters:
+    # the pipeline function's body says these two (local: for volumes only); a parameter
+    # of the same name (its argument) would hide them there, so the body then says them
+    # by another name
+    local, k8s = "local", "kubernetes"
+    if "local" in pipeline.parameters and pipeline.volumes:
+        local = _unique("build_locally", taken, "build_locally")
+    if "kubernetes" in pipeline.parameters and uses_kubernetes(pipeline):
         k8s = _unique("k8s", taken, "k8s")
     return ScriptNames(steps, function, volumes, local, k8s)
 
@@ -451,8 +453,5 @@ def script_context(pipeline: Pipeline) -> dict:
         "pipeline_function": names.pipeline_function,
         "local": names.local,
         "kubernetes": names.kubernetes,
-        "aliases": [  # only where the body says the name
-            (alias, name) for alias, name in names.aliases
-            if pipeline.volumes or (name == "kubernetes" and uses_kubernetes(pipeline))
-        ],
+        "aliases": names.aliases,
     }

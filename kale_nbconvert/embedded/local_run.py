@@ -414,7 +414,7 @@ def _kale_run_dag_concurrently(run_dag, jobs, kwargs):
         dag_inputs_spec=dag_component_spec.input_definitions,
     ).items():
         io_store.put_parent_input(key, value)
-    order = _kale_task_order(kwargs["dag_component_spec"])
+    order = _kale_task_order(dag_component_spec)
     position = {name: index for index, name in enumerate(order)}
     succeeded, failed, started, running = set(), [], set(), {}
     error = None
@@ -503,11 +503,10 @@ def _kale_stream_step_output(lines, state):
 
     Each line is written whole under ``state["lock"]``, so the lines of steps running
     at once interleave line by line, never within a line."""
-    import contextlib
     import sys
 
     current = state["local"].current
-    lock = state.get("lock") or contextlib.nullcontext()
+    lock = state["lock"]
     prefix = f"  {current['task']} | "
     in_json = False
     for line in lines:
