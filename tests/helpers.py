@@ -94,14 +94,17 @@ def _server(preload):
     return _SERVERS[preload]
 
 
-def run_nbconvert(folder: Path, *args, timeout=300) -> subprocess.CompletedProcess:
-    """``python -m nbconvert ARGS`` in ``folder``, through this worker's nbconvert
-    server (nbconvert and the exporter imported once) where there is one."""
+def run_nbconvert(folder: Path, *args, stdin: str | None = None, env=None,
+                  timeout=300) -> subprocess.CompletedProcess:
+    """``python -m nbconvert ARGS`` (what ``jupyter nbconvert ARGS`` runs) in ``folder``,
+    ``stdin`` as its input, through this worker's nbconvert server (nbconvert and the
+    exporter imported once, about 1 s a run saved) where there is one."""
+    full_env = {**os.environ, **(env or {})}
     server = _server(NBCONVERT_PRELOAD)
     if server is not None:
-        return server.run(["-m", "nbconvert", *args], folder, dict(os.environ), timeout)
-    return subprocess.run([sys.executable, "-m", "nbconvert", *args], cwd=folder,
-                          capture_output=True, text=True, timeout=timeout)
+        return server.run(["-m", "nbconvert", *args], folder, full_env, timeout, stdin)
+    return subprocess.run([sys.executable, "-m", "nbconvert", *args], cwd=folder, input=stdin,
+                          capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
 def embedded_cells(tree: ast.AST) -> dict[int, list[str]]:

@@ -45,8 +45,8 @@ def _child(request: dict, out_path: str, err_path: str) -> None:
     code = 1
     try:
         os.setpgid(0, 0)  # a process group of its own, so a timeout kills its children too
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
+        source = os.open(request.get("stdin") or os.devnull, os.O_RDONLY)
+        os.dup2(source, 0)
         for fd, path in ((1, out_path), (2, err_path)):
             target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.dup2(target, fd)
@@ -134,18 +134,25 @@ class ScriptServer:
             raise RuntimeError(f"the script server did not start: {ready!r}")
         self.runs = 0
 
-    def run(self, argv, cwd, env, timeout) -> subprocess.CompletedProcess:
-        """``python ARGV`` (a script and its arguments, or ``-m MODULE ...``) in ``cwd``."""
+    def run(self, argv, cwd, env, timeout, stdin: str | None = None) -> subprocess.CompletedProcess:
+        """``python ARGV`` (a script and its arguments, or ``-m MODULE ...``) in ``cwd``,
+        reading ``stdin`` (text) as its standard input, or nothing."""
         self.runs += 1
         out = os.path.join(self.folder, f"{self.runs}.out")
         err = os.path.join(self.folder, f"{self.runs}.err")
         request = {"argv": [str(a) for a in argv], "cwd": str(cwd), "env": dict(env),
-                   "timeout": timeout, "out": out, "err": err}
+                   "timeout": timeout, "out": out, "err": err, "stdin": None}
+        if stdin is not None:
+            request["stdin"] = os.path.join(self.folder, f"{self.runs}.in")
+            with open(request["stdin"], "w", encoding="utf-8") as handle:
+                handle.write(stdin)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as channel:
             channel.connect(self.address)
             channel.sendall((json.dumps(request) + "\n").encode())
             reply = json.loads(channel.makefile("r", encoding="utf-8").readline())
         stdout, stderr = (_read_and_remove(path) for path in (out, err))
+        if request["stdin"]:
+            os.remove(request["stdin"])
         if reply["timed_out"]:
             raise subprocess.TimeoutExpired([sys.executable, *argv], timeout, stdout, stderr)
         return subprocess.CompletedProcess([sys.executable, *argv], reply["code"], stdout, stderr)

@@ -592,10 +592,7 @@ def test_every_bad_notebook_through_the_cli(tmp_path):
 
 def test_debug_keeps_the_traceback(tmp_path):
     path = _write(tmp_path, CASES[0])
-    result = subprocess.run(
-        [sys.executable, "-m", "nbconvert", "--to", "kale", "--debug", path.name],
-        cwd=path.parent, capture_output=True, text=True, timeout=120,
-    )
+    result = run_nbconvert(path.parent, "--to", "kale", "--debug", path.name, timeout=120)
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "not valid JSON" in result.stderr
 
@@ -607,10 +604,7 @@ def test_a_failed_conversion_leaves_an_earlier_script_alone(tmp_path):
     folder.mkdir()
     good = folder / "nb.ipynb"
     good.write_bytes(nb_bytes(GOOD))
-    run = lambda: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "nbconvert", "--to", "kale", "nb.ipynb"],
-        cwd=folder, capture_output=True, text=True, timeout=120,
-    )
+    run = lambda: run_nbconvert(folder, "--to", "kale", "nb.ipynb", timeout=120)  # noqa: E731
     assert run().returncode == 0
     script = (folder / "nb.py").read_bytes()
     good.write_bytes(nb_bytes(GOOD[:-1] + [("y = x +", ["step:b", "prev:a"])]))
@@ -621,13 +615,11 @@ def test_a_failed_conversion_leaves_an_earlier_script_alone(tmp_path):
 
 
 def test_stdin_input_gets_the_same_messages(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "nbconvert", "--to", "kale", "--stdin", "--stdout"],
-        input=b"{not json", cwd=tmp_path, capture_output=True, timeout=120,
-    )
+    result = run_nbconvert(tmp_path, "--to", "kale", "--stdin", "--stdout", stdin="{not json",
+                           timeout=120)
     assert result.returncode != 0
-    assert b"not valid JSON at line 1" in result.stderr
-    assert b"Traceback" not in result.stderr
+    assert "not valid JSON at line 1" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # -- inputs that look odd but are fine ------------------------------------------------

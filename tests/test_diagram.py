@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from helpers import make_notebook
+from helpers import make_notebook, run_nbconvert
 from kale_nbconvert import plan
 from kale_nbconvert.diagram import mermaid
 
@@ -66,11 +64,8 @@ def test_a_prev_edge_is_a_plain_arrow_and_keyword_step_names_are_safe():
 
 def test_the_diagram_option_writes_the_mermaid_file_and_an_svg_where_dot_is_installed(tmp_path):
     shutil.copy(EXAMPLES[0], tmp_path / "example.ipynb")
-    done = subprocess.run(
-        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "kale", "example.ipynb",
-         "--KaleExporter.diagram=True"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )
+    done = run_nbconvert(tmp_path, "--to", "kale", "example.ipynb", "--KaleExporter.diagram=True",
+                         timeout=120)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "example.mmd").read_text(encoding="utf-8") == mermaid(plan(EXAMPLES[0])) + "\n"
     if shutil.which("dot"):
@@ -95,11 +90,9 @@ def test_a_stage_cannot_be_switched_off(tmp_path):
         make_notebook([("x = 1", ["step:a"]), ("print(x)", ["step:b", "prev:a"])]),
         tmp_path / "nb.ipynb",
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "kale", "nb.ipynb",
-         "--NameAnalysisPreprocessor.enabled=False", "--TagMergePreprocessor.enabled=False"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )
+    done = run_nbconvert(tmp_path, "--to", "kale", "nb.ipynb",
+                         "--NameAnalysisPreprocessor.enabled=False",
+                         "--TagMergePreprocessor.enabled=False", timeout=120)
     assert done.returncode == 0, done.stderr
     assert "Config option `enabled` not recognized by `NameAnalysisPreprocessor`" in done.stderr
     assert "inputs={'x': (x_in, 'a')}" in (tmp_path / "nb.py").read_text(encoding="utf-8")

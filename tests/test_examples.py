@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from equivalence import assert_pipeline_matches_notebook
-from helpers import run_script
+from helpers import run_nbconvert, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -47,12 +47,7 @@ def _candies_first(notebooks):
 @pytest.mark.parametrize("notebook", _candies_first(NOTEBOOKS), ids=[n.stem for n in NOTEBOOKS])
 def test_the_cli_converts_and_the_compiled_yaml_runs(notebook, tmp_path):
     copy = _copy(notebook, tmp_path)
-    converted = subprocess.run(
-        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "kale", copy.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
+    converted = run_nbconvert(tmp_path, "--to", "kale", copy.name)
     assert converted.returncode == 0, converted.stderr
     assert "WARNING" not in converted.stderr, converted.stderr
     script = copy.with_suffix(".py")

@@ -14,7 +14,7 @@ import pytest
 from nbconvert.exporters import get_export_names, get_exporter
 
 import kale_nbconvert
-from helpers import convert, make_notebook
+from helpers import convert, make_notebook, run_nbconvert
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,12 +47,7 @@ def test_conversion_is_deterministic():
 
 def _cli(tmp_path, *args):
     nbformat.write(SIMPLE, tmp_path / "simple.ipynb")
-    return subprocess.run(
-        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "kale", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
+    return run_nbconvert(tmp_path, "--to", "kale", *args)
 
 
 def test_cli_writes_the_script_next_to_the_notebook(tmp_path):
@@ -81,12 +76,7 @@ def test_a_bad_notebook_fails_with_the_cell_and_writes_nothing(tmp_path):
     nb = make_notebook([("x = 1", ["step:first"]), ("y = x +", ["step:second", "prev:first"])])
     nbformat.write(nb, tmp_path / "bad.ipynb")
     before = (tmp_path / "bad.ipynb").read_bytes()
-    result = subprocess.run(
-        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "kale", "bad.ipynb"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
+    result = run_nbconvert(tmp_path, "--to", "kale", "bad.ipynb")
     assert result.returncode != 0
     assert "bad.ipynb, cell 2, step second, line 1: syntax error" in result.stderr
     assert not (tmp_path / "bad.py").exists()
@@ -205,19 +195,13 @@ def test_list_options_take_commas_and_repeated_flags(tmp_path, flags):
         ]
     )
     nbformat.write(nb, tmp_path / "nb.ipynb")
-    result = subprocess.run(
-        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "kale", "nb.ipynb", *flags],
-        cwd=tmp_path, capture_output=True, text=True,
-    )
+    result = run_nbconvert(tmp_path, "--to", "kale", "nb.ipynb", *flags)
     assert result.returncode == 1
     assert "step 'show' reads 'a'" in result.stderr and "prev:change" in result.stderr
     assert not (tmp_path / "nb.py").exists()
     nb.cells[1].source = "import mylib\nmylib.stretch(b)"
     nbformat.write(nb, tmp_path / "nb.ipynb")
-    result = subprocess.run(
-        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "kale", "nb.ipynb", *flags],
-        cwd=tmp_path, capture_output=True, text=True,
-    )
+    result = run_nbconvert(tmp_path, "--to", "kale", "nb.ipynb", *flags)
     assert "step 'show' reads 'b'" in result.stderr, result.stderr
 
 

@@ -9,14 +9,12 @@ values the notebook had.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 import yaml
 
 from equivalence import assert_pipeline_matches_notebook
-from helpers import convert, make_notebook, run_script
+from helpers import convert, make_notebook, run_nbconvert, run_script
 
 FAN_OUT = make_notebook(
     [
@@ -135,11 +133,8 @@ def test_explain_names_the_line_of_each_in_place_change(tmp_path):
     import nbformat
 
     nbformat.write(FAN_OUT, tmp_path / "fan_out.ipynb")
-    result = subprocess.run(
-        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "kale", "fan_out.ipynb",
-         "--NameAnalysisPreprocessor.explain=True"],
-        cwd=tmp_path, capture_output=True, text=True,
-    )
+    result = run_nbconvert(tmp_path, "--to", "kale", "fan_out.ipynb",
+                           "--NameAnalysisPreprocessor.explain=True")
     assert result.returncode == 0, result.stderr
     assert "forest: forest (cell 4, line 2: forest.fit(X_train, y_train))" in result.stderr
     assert "train_df <- prepare" in result.stderr

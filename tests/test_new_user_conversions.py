@@ -8,22 +8,18 @@ the script with KFP (``python script.py`` writes the YAML next to it).
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import yaml
 
-from helpers import convert, make_notebook, run_script
+from helpers import convert, make_notebook, run_nbconvert, run_script
 
 
 def _convert_cli(nb, folder: Path, name: str, *args, env=None) -> subprocess.CompletedProcess:
     folder.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, folder / name)
-    return subprocess.run(
-        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "kale", *args, name],
-        cwd=folder, capture_output=True, text=True, env=env, timeout=300,
-    )
+    return run_nbconvert(folder, "--to", "kale", *args, name, env=env, timeout=300)
 
 
 def _compiled(script: Path) -> dict:
