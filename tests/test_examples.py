@@ -31,13 +31,10 @@ def test_there_are_examples():
     assert len(NOTEBOOKS) >= 3
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
-def test_pipeline_computes_what_the_notebook_computes(notebook, tmp_path):
-    assert_pipeline_matches_notebook(_copy(notebook, tmp_path), tmp_path / "work")
-
-
 def _candies_first(notebooks):
-    """candies (stdlib, fastest) in every profile; the others in the exhaustive one."""
+    """candies (stdlib, fastest) in every profile; the others in the exhaustive one
+    (feature_engineering's equivalence also runs in every profile, with --isolated, in
+    tests/test_warm_worker.py)."""
     return [
         n if n.stem == "candies" else pytest.param(n, marks=pytest.mark.exhaustive)
         for n in notebooks
@@ -45,21 +42,39 @@ def _candies_first(notebooks):
 
 
 @pytest.mark.parametrize("notebook", _candies_first(NOTEBOOKS), ids=[n.stem for n in NOTEBOOKS])
-def test_the_cli_converts_and_the_compiled_yaml_runs(notebook, tmp_path):
+def test_pipeline_computes_what_the_notebook_computes(notebook, tmp_path):
+    assert_pipeline_matches_notebook(_copy(notebook, tmp_path), tmp_path / "work")
+
+
+def _convert_and_compile(notebook: Path, tmp_path: Path) -> Path:
+    """``jupyter nbconvert --to kale`` (no warning), then ``python script.py``; the YAML."""
     copy = _copy(notebook, tmp_path)
     converted = run_nbconvert(tmp_path, "--to", "kale", copy.name)
     assert converted.returncode == 0, converted.stderr
     assert "WARNING" not in converted.stderr, converted.stderr
-    script = copy.with_suffix(".py")
-    compiled = run_script(script)
+    compiled = run_script(copy.with_suffix(".py"))
     assert compiled.returncode == 0, compiled.stderr
     spec = yaml.safe_load(copy.with_suffix(".yaml").read_text())
     assert spec["pipelineInfo"]["name"]
+    return copy.with_suffix(".yaml")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
+def test_the_cli_converts_each_example_without_a_warning_and_it_compiles(notebook, tmp_path):
+    _convert_and_compile(notebook, tmp_path)
+
+
+# kfp.local runs a compiled YAML's steps in a new interpreter each (seconds a step):
+# every profile runs one in tests/test_local_run.py; this one runs every example's.
+@pytest.mark.exhaustive
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
+def test_the_compiled_yaml_of_each_example_runs_with_kfp_local(notebook, tmp_path):
+    compiled = _convert_and_compile(notebook, tmp_path)
     runner = textwrap.dedent(
         f"""
         from kfp import components, local
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root={str(tmp_path / 'runs')!r})
-        components.load_component_from_file({str(copy.with_suffix('.yaml'))!r})()
+        components.load_component_from_file({str(compiled)!r})()
         """
     )
     result = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True, timeout=900)
@@ -67,17 +82,19 @@ def test_the_cli_converts_and_the_compiled_yaml_runs(notebook, tmp_path):
 
 
 def test_the_examples_makefile_rebuilds_only_what_changed(tmp_path):
-    for notebook in NOTEBOOKS:
+    built = NOTEBOOKS[:2]  # two show "only what changed"; each conversion is a new process
+    for notebook in built:
         _copy(notebook, tmp_path)
     shutil.copy(EXAMPLES / "Makefile", tmp_path / "Makefile")
-    make = ["make", "-C", str(tmp_path), f"PYTHON={sys.executable}", f"JUPYTER={sys.executable} -m jupyter"]
+    make = ["make", "-C", str(tmp_path), f"PYTHON={sys.executable}", f"JUPYTER={sys.executable} -m jupyter",
+            "NOTEBOOKS=" + " ".join(n.name for n in built)]
     first = subprocess.run(make + ["all"], capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
     scripts = sorted(tmp_path.glob("*.py"))
-    assert len(scripts) == len(NOTEBOOKS)
+    assert len(scripts) == len(built)
     again = subprocess.run(make + ["all"], capture_output=True, text=True)
     assert "nbconvert" not in again.stdout
-    touched = NOTEBOOKS[0].name
+    touched = built[0].name
     (tmp_path / touched).touch()
     rebuilt = subprocess.run(make + ["all"], capture_output=True, text=True)
     assert rebuilt.stdout.count("nbconvert") == 1 and touched in rebuilt.stdout
