@@ -1,6 +1,7 @@
 """Test profiles: the default one a contributor runs, the exhaustive one CI runs.
 
-``make test`` runs the default profile (under about two minutes on 2 cores): every
+``make test`` runs the default profile (about 3.5 minutes on a quiet 2-core machine;
+the target is under two): every
 behaviour is covered, the property test draws 100 notebooks, and the tests marked
 ``exhaustive`` (more of the same at greater cost: 2,000 notebooks, the benchmark
 harness, the compiled YAML of every example, not just one) are skipped with a reason
