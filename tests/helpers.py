@@ -98,7 +98,8 @@ def run_nbconvert(folder: Path, *args, stdin: str | None = None, env=None,
                   timeout=300) -> subprocess.CompletedProcess:
     """``python -m nbconvert ARGS`` (what ``jupyter nbconvert ARGS`` runs) in ``folder``,
     ``stdin`` as its input, through this worker's nbconvert server (nbconvert and the
-    exporter imported once, about 1 s a run saved) where there is one."""
+    exporter imported once: a new interpreter spends 2-3 s importing them) where there
+    is one."""
     full_env = {**os.environ, **(env or {})}
     server = _server(NBCONVERT_PRELOAD)
     if server is not None:

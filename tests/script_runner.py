@@ -47,6 +47,7 @@ def _child(request: dict, out_path: str, err_path: str) -> None:
         os.setpgid(0, 0)  # a process group of its own, so a timeout kills its children too
         source = os.open(request.get("stdin") or os.devnull, os.O_RDONLY)
         os.dup2(source, 0)
+        os.close(source)
         for fd, path in ((1, out_path), (2, err_path)):
             target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.dup2(target, fd)
