@@ -54,9 +54,9 @@ def _convert_and_compile(notebook: Path, tmp_path: Path) -> Path:
     assert "WARNING" not in converted.stderr, converted.stderr
     compiled = run_script(copy.with_suffix(".py"))
     assert compiled.returncode == 0, compiled.stderr
-    spec = yaml.safe_load(copy.with_suffix(".yaml").read_text())
-    assert spec["pipelineInfo"]["name"]
-    return copy.with_suffix(".yaml")
+    pipeline = copy.with_suffix(".yaml")
+    assert yaml.safe_load(pipeline.read_text())["pipelineInfo"]["name"]
+    return pipeline
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])

@@ -9,7 +9,6 @@ values the notebook had.
 
 from __future__ import annotations
 
-
 import pytest
 import yaml
 

@@ -17,6 +17,7 @@ from helpers import convert, make_notebook, run_nbconvert, run_script
 
 
 def _convert_cli(nb, folder: Path, name: str, *args, env=None) -> subprocess.CompletedProcess:
+    """``jupyter nbconvert --to kale ARGS NAME`` in ``folder``; ``env`` adds to the environment."""
     folder.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, folder / name)
     return run_nbconvert(folder, "--to", "kale", *args, name, env=env, timeout=300)
@@ -53,14 +54,11 @@ def test_the_pipeline_name_option_is_made_a_name_kfp_compiles(tmp_path):
 def test_the_pipeline_name_from_a_config_file_is_made_a_name_kfp_compiles(tmp_path):
     """The same option in jupyter_nbconvert_config.py; a name too long for KFP is cut to
     128 characters, as the name from the notebook metadata is."""
-    import os
-
     config = tmp_path / "config"
     config.mkdir()
     long_name = "Nightly Training Run " * 10
     (config / "jupyter_nbconvert_config.py").write_text(f"c.TagMergePreprocessor.pipeline_name = {long_name!r}\n")
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config)}
-    result = _convert_cli(NAMED, tmp_path / "nb", "named.ipynb", env=env)
+    result = _convert_cli(NAMED, tmp_path / "nb", "named.ipynb", env={"JUPYTER_CONFIG_DIR": str(config)})
     assert result.returncode == 0, result.stderr
     assert "which Kubeflow does not accept as a pipeline name" in result.stderr
     name = _compiled(tmp_path / "nb" / "named.py")["pipelineInfo"]["name"]
