@@ -558,11 +558,35 @@ def run_cli_many(jobs):
     return results
 
 
-def test_every_bad_notebook_through_the_cli(tmp_path):
-    """``jupyter nbconvert --to kale`` on each case: exit code 1, stderr ending with the
-    one-line message and no traceback, nothing written, the notebook unchanged."""
-    paths, befores, jobs = [], [], []
+def _cli_case_shapes():
+    """The first two cases of each shape of message (no cell, a cell in a step, a cell
+    in a section, a bare cell, an exporter option): the CLI path each takes from the
+    error to stderr is the same for every case of a shape."""
+    seen, sample = {}, []
     for case in CASES:
+        shape = (case.cell is None, bool(case.step), bool(case.section), bool(case.config))
+        if seen.setdefault(shape, 0) < 2:
+            seen[shape] += 1
+            sample.append(case)
+    return sample
+
+
+def test_bad_notebooks_of_each_shape_through_the_cli(tmp_path):
+    """``jupyter nbconvert --to kale`` on two cases of each shape of message (every case
+    runs in the exhaustive profile; every case's message is checked in-process above)."""
+    _assert_the_cli_refuses_cleanly(tmp_path, _cli_case_shapes())
+
+
+@pytest.mark.exhaustive
+def test_every_bad_notebook_through_the_cli(tmp_path):
+    _assert_the_cli_refuses_cleanly(tmp_path, CASES)
+
+
+def _assert_the_cli_refuses_cleanly(tmp_path, cases):
+    """Each case through ``jupyter nbconvert --to kale``: exit code 1, stderr ending with
+    the one-line message and no traceback, nothing written, the notebook unchanged."""
+    paths, befores, jobs = [], [], []
+    for case in cases:
         folder = tmp_path / case.id
         folder.mkdir()
         path = folder / f"{case.id}.ipynb"
@@ -572,7 +596,7 @@ def test_every_bad_notebook_through_the_cli(tmp_path):
         config = [f"--{key}={value}" for key, value in case.config.items()]
         jobs.append({"folder": str(folder), "args": ["--to", "kale", *config, path.name]})
     problems = []
-    for case, path, before, result in zip(CASES, paths, befores, run_cli_many(jobs)):
+    for case, path, before, result in zip(cases, paths, befores, run_cli_many(jobs)):
         lines = result["stderr"].strip().splitlines()
         last = lines[-1] if lines else ""
         checks = {
