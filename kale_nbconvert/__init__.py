@@ -14,13 +14,19 @@ after a run (``kale_nbconvert.local_runs``). See the README's Layout section.
 
 __version__ = "0.1.0"
 
-from .errors import KaleError, NotebookError  # noqa: E402,F401  (public API)
-
 __all__ = ["KaleError", "KaleExporter", "NotebookError", "__version__", "convert", "plan"]
 
 
 def __getattr__(name):
-    # The exporter imports nbconvert, which is slow; load it only when asked for.
+    # nbconvert is slow to import (about 3 s on a 2-core machine: nbformat's schema
+    # checker alone builds a grammar for 2 s), and the exporter and the errors (which
+    # derive from nbconvert's) import it: load them only when asked for, so what runs in
+    # a notebook or a step (``kale_nbconvert.local_runs``, ``kale_nbconvert.embedded``)
+    # does not pay for it.
+    if name in ("KaleError", "NotebookError"):
+        from . import errors
+
+        return getattr(errors, name)
     if name == "KaleExporter":
         from .exporter import KaleExporter
 

@@ -68,3 +68,21 @@ def test_a_bad_notebook_raises_notebook_error_naming_the_cell(tmp_path):
     path.write_text(json.dumps({"cells": "oops"}))
     with pytest.raises(kale_nbconvert.NotebookError, match="broken.ipynb"):
         kale_nbconvert.plan(path)
+
+
+def test_what_runs_in_a_notebook_or_a_step_does_not_import_the_converter():
+    """Loading a run's outputs (``kale_nbconvert.local_runs``) or the in-step runtime
+    must not pay for nbconvert's import (seconds); the package's errors still resolve."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "import kale_nbconvert.local_runs, kale_nbconvert.embedded.step\n"
+        "print(sorted(m for m in ('nbconvert', 'nbformat', 'jinja2') if m in sys.modules))\n"
+        "from kale_nbconvert import KaleError, NotebookError\n"
+        "print(issubclass(NotebookError, KaleError), 'nbconvert' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["[]", "True True"]
