@@ -66,9 +66,11 @@ def notebook_snapshots(notebook: Path, workdir: Path, steps, outside=(), reseed=
             folder = workdir / "notebook" / last_cell[index]
             cells.append(nbformat.v4.new_code_cell(SNAPSHOT_CELL.format(folder=str(folder))))
     nb.cells = cells
+    # The snapshots are on disk when the last cell ends: no need to wait for a graceful
+    # shutdown of the kernel (0.8 s with numpy and pandas loaded).
     nbclient.NotebookClient(
         nb, timeout=600, kernel_name="python3", allow_errors=bool(outside),
-        resources={"metadata": {"path": str(notebook.parent)}},
+        resources={"metadata": {"path": str(notebook.parent)}}, shutdown_kernel="immediate",
     ).execute()
     for index, cell in numbered:
         errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]

@@ -11,6 +11,10 @@ Screenshots go to ``<tmp_path>/artifacts`` and, if ``KALE_TEST_ARTIFACTS`` is se
 copied there (with the server's log), also when the test fails. Needs ``jupyterlab``,
 ``playwright`` (test extras) and ``/usr/bin/chromium`` (``apt-get install chromium``; CI
 installs it): without them the test skips, except in CI (``CI`` set), where it fails.
+
+Exhaustive profile only (CI runs it; 20 s of a browser and a JupyterLab server): the
+default profile checks the same server extension, menu entry, download and error page
+over HTTP against a real server in tests/test_jupyter_server.py.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ except ImportError:  # the test then skips (or, in CI, fails) with the reason
 from helpers import make_notebook
 from kale_nbconvert.jupyter_server_extension import TITLE
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.exhaustive]
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "kale-browser-test-token"

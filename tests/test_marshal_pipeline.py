@@ -1,6 +1,10 @@
 """Marshalling end to end: numpy, pandas, scikit-learn and torch values cross steps of a
 real kfp.local run with the notebook's values (xgboost, lightgbm and polars too, where
-installed); what cannot travel fails the step clearly."""
+installed); what cannot travel fails the step clearly.
+
+The default profile runs the numpy, pandas and scikit-learn steps; the exhaustive one
+adds torch, xgboost, lightgbm and polars (their imports cost seconds in the kernel and
+in the steps; tests/test_marshal.py round-trips their values in every profile)."""
 
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ CELLS = [
     ),
     ("accuracy = float((model.predict(X * scale) == y).mean())\nsummary = frame.groupby('label', observed=True)['proba'].mean()", ["step:score", "prev:train"]),
 ]
+CORE_CELLS = list(CELLS)
 if HAS_TORCH:
     CELLS += [
         (
@@ -69,15 +74,21 @@ if HAS_BOOSTING:
     ]
 
 
-def test_numpy_pandas_sklearn_and_torch_values_cross_steps_as_in_the_notebook(tmp_path):
+@pytest.mark.parametrize("cells", [
+    pytest.param(CORE_CELLS, id="numpy-pandas-sklearn"),
+    pytest.param(CELLS, id="and-torch-and-boosting", marks=pytest.mark.exhaustive),
+])
+def test_numpy_pandas_sklearn_and_torch_values_cross_steps_as_in_the_notebook(tmp_path, cells):
     notebook = tmp_path / "marshal.ipynb"
-    nbformat.write(make_notebook(CELLS), notebook)
+    nbformat.write(make_notebook(cells), notebook)
     snapshots = assert_pipeline_matches_notebook(notebook, tmp_path / "work")
     assert snapshots["score"]["accuracy"] > 0.5
-    if HAS_TORCH:
+    if cells is CORE_CELLS:
+        assert set(snapshots) == {"data", "train", "score"}
+    if HAS_TORCH and cells is CELLS:
         assert snapshots["apply"]["net_kind"] == "Sequential"
         assert snapshots["apply"]["outputs"].shape == (40, 1)
-    if HAS_BOOSTING:
+    if HAS_BOOSTING and cells is CELLS:
         assert snapshots["boosted"]["names"] == ["a", "b", "c"]
         assert snapshots["boosted"]["positives"] == int(snapshots["data"]["y"].sum())
     runs = sorted((tmp_path / "kale-local-runs").iterdir())

@@ -82,14 +82,21 @@ def test_a_step_that_fails_after_a_passing_one_reports_its_cell(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "mode",
-    # the forked way is what tests/test_examples.py runs on every example already
-    [pytest.param((), marks=pytest.mark.exhaustive), ("--isolated",)],
-    ids=["forked", "isolated"],
+    "example, mode",
+    # The forked way is what tests/test_examples.py runs on the examples already; the
+    # default profile runs --isolated on candies (stdlib only: each step's fresh
+    # interpreter starts in a second), the exhaustive one on feature_engineering too
+    # (pandas and scikit-learn imported again in every step).
+    [
+        ("candies", ("--isolated",)),
+        pytest.param("feature_engineering", (), marks=pytest.mark.exhaustive),
+        pytest.param("feature_engineering", ("--isolated",), marks=pytest.mark.exhaustive),
+    ],
+    ids=["candies-isolated", "feature_engineering-forked", "feature_engineering-isolated"],
 )
-def test_an_example_computes_what_the_notebook_computes_both_ways(tmp_path, mode):
+def test_an_example_computes_what_the_notebook_computes_both_ways(tmp_path, example, mode):
     examples = Path(__file__).resolve().parent.parent / "examples"
-    notebook = tmp_path / "feature_engineering.ipynb"
+    notebook = tmp_path / f"{example}.ipynb"
     shutil.copy(examples / notebook.name, notebook)
     assert_pipeline_matches_notebook(notebook, tmp_path / "work", *mode)
 
