@@ -127,7 +127,11 @@ def test_allow_divergence_warns_and_the_run_succeeds(tmp_path):
     assert manifest["steps"]["reader"]["warnings"] == []
 
 
+# Exhaustive profile only: from YAML each of the four steps is a new interpreter (10 s);
+# every profile runs a compiled YAML with kfp.local in tests/test_local_run.py and the
+# check itself on --local runs above.
 @pytest.mark.slow
+@pytest.mark.exhaustive
 def test_the_compiled_yaml_runs_and_warns(tmp_path):
     nb = _fan_out('import operator\noperator.methodcaller("append", 1)(data)')
     script = write_script(nb, tmp_path, "unseen.ipynb")

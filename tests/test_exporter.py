@@ -136,22 +136,19 @@ def test_wheel_install_registers_the_exporter_and_its_template(tmp_path):
     assert install.returncode == 0, install.stderr
     nbformat.write(SIMPLE, tmp_path / "simple.ipynb")
     clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only the wheel's copy
-    where = subprocess.run(
-        [str(python), "-c", "import kale_nbconvert, kale_nbconvert.exporter as e; print(kale_nbconvert.__file__); print(e.templates_directory())"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=clean,
+    # One process (nbconvert's import is seconds): where the package and its template
+    # come from, then nbconvert's command line, which finds "kale" by its entry point.
+    probe = (
+        "import sys, kale_nbconvert, kale_nbconvert.exporter as e\n"
+        "print(kale_nbconvert.__file__); print(e.templates_directory(), flush=True)\n"
+        "from nbconvert.nbconvertapp import main\n"
+        "sys.argv = ['jupyter-nbconvert', '--to', 'kale', 'simple.ipynb']\n"
+        "main()\n"
     )
-    assert str(env_dir) in where.stdout, where.stdout + where.stderr
-    result = subprocess.run(
-        [str(python), "-m", "jupyter", "nbconvert", "--to", "kale", "simple.ipynb"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=clean,
-    )
-    assert result.returncode == 0, result.stderr
+    result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=clean)
+    assert result.returncode == 0, result.stdout + result.stderr
+    module_file, templates = result.stdout.splitlines()[:2]
+    assert str(env_dir) in module_file and str(env_dir) in templates, result.stdout
     assert "def build_pipeline" in (tmp_path / "simple.py").read_text()
 
 
