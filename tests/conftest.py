@@ -1,10 +1,11 @@
 """Test profiles: the default one a contributor runs, the exhaustive one CI runs.
 
-``make test`` runs the default profile (about 3.5 minutes on a quiet 2-core machine;
-the target is under two): every behaviour is covered, the property test draws 100
+``make test`` runs the default profile (about 3 minutes on a quiet 2-core machine; the
+target is under two): every behaviour is covered, the property test draws 100
 notebooks, and the tests marked ``exhaustive`` (more of the same at greater cost: 2,000
 notebooks, the benchmark harness, every example's compiled YAML run with kfp.local and
-its equivalence run, not just one) are skipped with a reason that says how to run them.
+its equivalence run, not just one, the real-browser test, the heavy libraries' values
+crossing a pipeline) are skipped with a reason that says how to run them.
 ``KALE_TEST_PROFILE=exhaustive make test`` (what CI runs) runs everything.
 
 Bytecode is written whatever ``PYTHONDONTWRITEBYTECODE`` says: the suite starts some
