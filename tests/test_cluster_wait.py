@@ -98,6 +98,38 @@ def test_ctrl_c_stops_following_not_the_run(tmp_path):
     assert "load" in out
 
 
+@pytest.mark.parametrize("library", ["swallows", "turns_into_an_error"])
+def test_ctrl_c_in_a_request_stops_following_whatever_the_library_does_with_it(library, capsys, monkeypatch):
+    """Ctrl-C lands in the middle of a request, where a library between the script and
+    the socket may swallow the KeyboardInterrupt (a finalizer, a retry loop) or turn it
+    into another error: following stops all the same, with the same message and code."""
+    from types import SimpleNamespace
+
+    from kale_nbconvert.embedded import cluster, local_run
+
+    class Client:
+        polls = 0
+
+        def get_run(self, run_id):
+            self.polls += 1
+            assert self.polls < 50, "still polling after Ctrl-C"
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.5)  # the handler has run by now
+            except KeyboardInterrupt:
+                if library == "turns_into_an_error":
+                    raise ConnectionError("connection aborted") from None
+            return SimpleNamespace(state="RUNNING", run_details=None)
+
+    # a script holds both modules' functions in one namespace
+    monkeypatch.setattr(cluster, "_kale_print_progress", local_run._kale_print_progress, raising=False)
+    before = signal.getsignal(signal.SIGINT)
+    code = cluster._kale_follow_run(Client(), "run-1", ["load"], 0.01, "http://ui/run-1", "host")
+    assert code == 130
+    assert "stopped following; the run goes on: http://ui/run-1" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is before  # put back
+
+
 def test_a_host_that_does_not_answer_fails_within_the_connect_timeout(tmp_path):
     """A listening socket whose accept queue is full drops new connections' SYNs, as
     a firewalled host does: connecting hangs until the timeout."""

@@ -65,17 +65,35 @@ def _kale_submit(args, arguments, tasks=()):
 
 def _kale_follow_run(client, run_id, tasks, poll, url, host):
     """Print each step's status as it changes, until the run ends; the exit code is
-    the run's outcome. Ctrl-C stops following; the run goes on on the cluster."""
+    the run's outcome. Ctrl-C stops following; the run goes on on the cluster.
+
+    Ctrl-C raises ``KeyboardInterrupt`` as usual and also sets a flag the loop checks:
+    raised in the middle of a request, the interrupt can be swallowed, or turned into
+    another error, by a library between us and the socket (a finalizer, a retry loop),
+    and the script would go on polling or report a cluster error."""
+    import signal
     import sys
+    import threading
     import time
 
     final = {"SUCCEEDED": 0, "FAILED": 1, "CANCELED": 1, "SKIPPED": 0}
     shown, started = {}, time.monotonic()
+    stop = threading.Event()
+
+    def _stop(number, frame):
+        stop.set()
+        raise KeyboardInterrupt
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, _stop)
     try:
-        while True:
+        while not stop.is_set():
             try:
                 run = client.get_run(run_id)
             except Exception as error:  # noqa: BLE001 - one line, then keep the exit code honest
+                if stop.is_set():
+                    break
                 print(f"kale: {_kale_cluster_error(error, host)}", file=sys.stderr)
                 return 1
             for task, (state, seconds, message) in _kale_run_tasks(run, tasks).items():
@@ -98,10 +116,14 @@ def _kale_follow_run(client, run_id, tasks, poll, url, host):
                     print(f"kale: {what}" + (f": {error}" if error else "")
                           + f"; logs in the KFP UI: {url}", file=sys.stderr, flush=True)
                 return final[state]
-            time.sleep(poll)
+            stop.wait(poll)
     except KeyboardInterrupt:
-        print(f"\nkale: stopped following; the run goes on: {url}", file=sys.stderr, flush=True)
-        return 130
+        pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    print(f"\nkale: stopped following; the run goes on: {url}", file=sys.stderr, flush=True)
+    return 130
 
 
 def _kale_run_tasks(run, tasks):
