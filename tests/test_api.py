@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -73,9 +75,6 @@ def test_a_bad_notebook_raises_notebook_error_naming_the_cell(tmp_path):
 def test_what_runs_in_a_notebook_or_a_step_does_not_import_the_converter():
     """Loading a run's outputs (``kale_nbconvert.local_runs``) or the in-step runtime
     must not pay for nbconvert's import (seconds); the package's errors still resolve."""
-    import subprocess
-    import sys
-
     probe = (
         "import sys\n"
         "import kale_nbconvert.local_runs, kale_nbconvert.embedded.step\n"

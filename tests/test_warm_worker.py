@@ -83,16 +83,16 @@ def test_a_step_that_fails_after_a_passing_one_reports_its_cell(tmp_path):
 
 @pytest.mark.parametrize(
     "example, mode",
-    # The forked way is what tests/test_examples.py runs on the examples already; the
-    # default profile runs --isolated on candies (stdlib only: each step's fresh
-    # interpreter starts in a second), the exhaustive one on feature_engineering too
-    # (pandas and scikit-learn imported again in every step).
+    # The forked way is what tests/test_examples.py runs on every example already (its
+    # test_pipeline_computes_what_the_notebook_computes); the default profile runs
+    # --isolated on candies (stdlib only: each step's fresh interpreter starts in a
+    # second), the exhaustive one on feature_engineering too (pandas and scikit-learn
+    # imported again in every step).
     [
         ("candies", ("--isolated",)),
-        pytest.param("feature_engineering", (), marks=pytest.mark.exhaustive),
         pytest.param("feature_engineering", ("--isolated",), marks=pytest.mark.exhaustive),
     ],
-    ids=["candies-isolated", "feature_engineering-forked", "feature_engineering-isolated"],
+    ids=["candies-isolated", "feature_engineering-isolated"],
 )
 def test_an_example_computes_what_the_notebook_computes_both_ways(tmp_path, example, mode):
     examples = Path(__file__).resolve().parent.parent / "examples"
