@@ -372,7 +372,7 @@ def script_context(pipeline: Pipeline) -> dict:
                 component=call_text(
                     f"{own.component} = _kale_component",
                     [own.function, py_literal(step.packages), py_literal(own.kfp)],
-                    4,
+                    8,
                 ),
                 task=own.task,
                 call=call_text(

@@ -273,14 +273,18 @@ def test_a_forked_step_runs_the_module_compiling_its_file_gives(tmp_path):
             assert forked[step][name] == isolated[step][name], (step, name)
 
 
-def test_the_local_build_reads_each_function_source_once_and_builds_the_same(tmp_path):
+def test_a_build_reads_each_function_source_once_and_builds_what_kfp_alone_builds(tmp_path):
+    """``build_pipeline`` (every compile, run and import) has kfp read each shipped
+    function's source once, not once per step, and puts kfp's reader back after."""
     import runpy
 
     from kfp.dsl import component_factory
 
-    from kale_nbconvert.embedded.local_run import _kale_cache_function_sources
-
-    nb = make_notebook([("x = 1", ["step:first"]), ("y = x + 1", ["step:second", "prev:first"])])
+    nb = make_notebook([
+        ("x = 1", ["step:first"]),
+        ("y = x + 1", ["step:second", "prev:first"]),
+        ("z = y + x", ["step:third", "prev:second"]),
+    ])
     script = write_script(nb, tmp_path, "sources.ipynb")
     build = runpy.run_path(str(script), run_name="sources")["build_pipeline"]
     original = component_factory._get_function_source_definition
@@ -292,16 +296,20 @@ def test_the_local_build_reads_each_function_source_once_and_builds_the_same(tmp
 
     component_factory._get_function_source_definition = counted
     try:
-        plain = build(local=True)
-        read_plain = len(reads)
-        reads.clear()
-        restore = _kale_cache_function_sources()
-        try:
-            cached = build(local=True)
-        finally:
-            restore()
+        for local in (True, False):
+            reads.clear()
+            cached = build(local=local)
+            assert component_factory._get_function_source_definition is counted  # put back
+            assert len(reads) == len(set(reads)) > 3  # each step's own and the runtime's, once
+            read_once = set(reads)
+            caching = build.__globals__["_kale_cache_function_sources"]
+            build.__globals__["_kale_cache_function_sources"] = lambda: (lambda: None)
+            try:
+                reads.clear()
+                plain = build(local=local)
+            finally:
+                build.__globals__["_kale_cache_function_sources"] = caching
+            assert set(reads) == read_once and len(reads) > 2 * len(read_once)
+            assert cached.pipeline_spec == plain.pipeline_spec  # the same, byte for byte
     finally:
         component_factory._get_function_source_definition = original
-    assert component_factory._get_function_source_definition is original
-    assert cached.pipeline_spec == plain.pipeline_spec  # the same commands, byte for byte
-    assert len(reads) == len(set(reads)) < read_plain  # the runtime's functions read once
