@@ -36,7 +36,7 @@ import pytest
 import yaml
 
 from equivalence import assert_same, load_snapshot, notebook_snapshots
-from helpers import convert, run_script
+from helpers import convert, run_script, yaml_documents
 from kale_nbconvert.embedded.marshal import _kale_marshal_load
 from kale_nbconvert.tags import kfp_name
 
@@ -80,7 +80,7 @@ def _build(notebook_name: str, folder: Path):
     assert compiled.returncode == 0, compiled.stdout[-4000:] + compiled.stderr[-4000:]
     compiled_yaml = notebook.with_suffix(".yaml")
     assert compiled_yaml.is_file(), compiled.stdout
-    spec = yaml.safe_load(compiled_yaml.read_text(encoding="utf-8"))
+    spec = yaml_documents(compiled_yaml)[0]
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     # A venv of this interpreter stands in for the image only if the image is its Python.
     assert images == {f"python:{sys.version_info.major}.{sys.version_info.minor}"}, images
@@ -176,7 +176,7 @@ def test_a_step_without_its_package_fails_in_its_fresh_venv(tmp_path):
     that step fails with ``No module named 'sklearn'``, as it would on the cluster,
     and the run stops there."""
     _, compiled_yaml, pipeline = _build("iris_classifier.ipynb", tmp_path / "build")
-    documents = list(yaml.safe_load_all(compiled_yaml.read_text(encoding="utf-8")))
+    documents = yaml_documents(compiled_yaml)
     executor = documents[0]["deploymentSpec"]["executors"][f"exec-{kfp_name(LEFT_OUT_STEP)}"]
     command = executor["container"]["command"]
     removed = 0

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
 
 from equivalence import assert_pipeline_matches_notebook
-from helpers import convert, run_nbconvert, run_script
+from helpers import convert, run_nbconvert, run_script, yaml_documents
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +57,7 @@ def _convert_and_compile(notebook: Path, tmp_path: Path) -> Path:
     compiled = run_script(copy.with_suffix(".py"))
     assert compiled.returncode == 0, compiled.stderr
     pipeline = copy.with_suffix(".yaml")
-    assert yaml.safe_load(pipeline.read_text())["pipelineInfo"]["name"]
+    assert yaml_documents(pipeline)[0]["pipelineInfo"]["name"]
     return pipeline
 
 

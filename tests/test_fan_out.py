@@ -10,10 +10,9 @@ values the notebook had.
 from __future__ import annotations
 
 import pytest
-import yaml
 
 from equivalence import assert_pipeline_matches_notebook
-from helpers import convert, make_notebook, run_nbconvert, run_script
+from helpers import convert, make_notebook, run_nbconvert, run_script, yaml_documents
 
 FAN_OUT = make_notebook(
     [
@@ -84,7 +83,7 @@ def test_fan_out_compiles_to_parallel_tasks(tmp_path):
     path.write_text(script, encoding="utf-8")
     compiled = run_script(path)
     assert compiled.returncode == 0, compiled.stderr
-    tasks = yaml.safe_load(path.with_suffix(".yaml").read_text())["root"]["dag"]["tasks"]
+    tasks = yaml_documents(path.with_suffix(".yaml"))[0]["root"]["dag"]["tasks"]
     for name in PARALLEL:
         assert tasks[name]["dependentTasks"] == ["prepare"], name
     assert sorted(tasks["compare"]["dependentTasks"]) == sorted(PARALLEL + ("prepare",))

@@ -32,14 +32,13 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
 
 try:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 except ImportError:  # the test then skips (or, in CI, fails) with the reason
     PlaywrightTimeout = TimeoutError
 
-from helpers import make_notebook
+from helpers import make_notebook, yaml_documents
 from kale_nbconvert.jupyter_server_extension import TITLE
 
 pytestmark = [pytest.mark.slow, pytest.mark.exhaustive]
@@ -229,7 +228,7 @@ def _export_the_example_and_a_broken_notebook(base, page, artifacts, tmp_path):
         [sys.executable, str(script)], cwd=out, capture_output=True, text=True, timeout=300
     )
     assert compiled.returncode == 0, compiled.stderr
-    spec = yaml.safe_load((out / "candies.yaml").read_text())
+    spec = yaml_documents(out / "candies.yaml")[0]
     assert spec["pipelineInfo"]["name"] == "candies"
     assert {"sack", "kid1", "share"} <= set(spec["root"]["dag"]["tasks"])
 

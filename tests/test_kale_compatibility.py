@@ -22,9 +22,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
 
-from helpers import convert, make_notebook, run_script, write_script
+from helpers import convert, make_notebook, run_script, write_script, yaml_documents
 from kale_nbconvert.errors import NotebookError
 from kale_nbconvert.local_runs import load_run
 from kale_nbconvert.model import RESOURCE_KEY
@@ -59,7 +58,7 @@ def compile_in_process(script: Path) -> list[dict]:
     spec.loader.exec_module(module)
     output = script.with_suffix(".yaml")
     compiler.Compiler().compile(module.build_pipeline(), str(output))
-    return list(yaml.safe_load_all(output.read_text(encoding="utf-8")))
+    return yaml_documents(output)
 
 
 def tasks_of(documents: list[dict]) -> set[str]:
@@ -541,15 +540,11 @@ def test_a_published_kale_notebook_converts_and_compiles(notebook, tmp_path):
 def test_a_long_notebook_name_still_gives_a_pipeline_kfp_compiles(tmp_path):
     """KFP refuses pipeline names over 128 characters; the name derived from the
     notebook's file name (or its pipeline_name) is cut to fit."""
-    from helpers import make_notebook, run_script, write_script
-
     stem = "experiment-" + "very-long-title-" * 15
     nb = make_notebook([("x = 1", ["step:a"])], metadata={"pipeline_name": stem + "v2"})
     script = write_script(nb, tmp_path, "nb.ipynb")
     result = run_script(script)
     assert result.returncode == 0, result.stderr
-    import yaml
-
-    spec = next(yaml.safe_load_all((tmp_path / "nb.yaml").read_text()))
+    spec = yaml_documents(tmp_path / "nb.yaml")[0]
     name = spec["pipelineInfo"]["name"]
     assert len(name) <= 128 and name.startswith("experiment-very-long-title") and not name.endswith("-")

@@ -11,9 +11,8 @@ import subprocess
 from pathlib import Path
 
 import nbformat
-import yaml
 
-from helpers import convert, make_notebook, run_nbconvert, run_script
+from helpers import convert, make_notebook, run_nbconvert, run_script, yaml_documents
 
 
 def _convert_cli(nb, folder: Path, name: str, *args, env=None) -> subprocess.CompletedProcess:
@@ -27,7 +26,7 @@ def _compiled(script: Path) -> dict:
     """``python script.py``: the pipeline spec it writes."""
     result = run_script(script)
     assert result.returncode == 0, result.stderr
-    return next(yaml.safe_load_all(script.with_suffix(".yaml").read_text(encoding="utf-8")))
+    return yaml_documents(script.with_suffix(".yaml"))[0]
 
 
 def _defaults(spec: dict) -> dict:

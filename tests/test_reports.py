@@ -9,10 +9,9 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 import kale_nbconvert
-from helpers import make_notebook, run_script, write_script
+from helpers import make_notebook, run_script, write_script, yaml_documents
 from kale_nbconvert.errors import NotebookError
 from kale_nbconvert.local_runs import load_run
 
@@ -105,7 +104,7 @@ def test_report_disabled_writes_no_report_and_the_summary_lists_the_others(local
     # and no report for the step that has none
     compiled = run_script(script)
     assert compiled.returncode == 0, compiled.stderr
-    spec = next(yaml.safe_load_all(script.with_suffix(".yaml").read_text(encoding="utf-8")))
+    spec = yaml_documents(script.with_suffix(".yaml"))[0]
     artifacts = {name: comp.get("outputDefinitions", {}).get("artifacts", {})
                  for name, comp in spec["components"].items()}
     assert artifacts["comp-make-plot"]["report"]["artifactType"]["schemaTitle"] == "system.HTML"

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 
-from helpers import convert, make_notebook, run_script, write_script
+from helpers import convert, make_notebook, run_script, write_script, yaml_documents
 from kale_nbconvert.errors import NotebookError
 
 NOTEBOOK = make_notebook(
@@ -32,7 +31,7 @@ def compiled(tmp_path_factory):
     script = write_script(NOTEBOOK, folder, "settings.ipynb")
     result = run_script(script)
     assert result.returncode == 0, result.stderr
-    pipeline_spec, platform_spec = yaml.safe_load_all((folder / "settings.yaml").read_text())
+    pipeline_spec, platform_spec = yaml_documents(folder / "settings.yaml")
     return pipeline_spec, platform_spec
 
 

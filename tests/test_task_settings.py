@@ -5,9 +5,8 @@ are overridden by a step's own tag key by key. The YAML is parsed, never grepped
 from __future__ import annotations
 
 import pytest
-import yaml
 
-from helpers import make_notebook, run_script, write_script
+from helpers import make_notebook, run_script, write_script, yaml_documents
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -54,7 +53,7 @@ def _compile(folder, cells, metadata=None, name="nb.ipynb"):
     script = write_script(make_notebook(cells, metadata), folder, name)
     result = run_script(script)
     assert result.returncode == 0, result.stderr
-    spec, *platform = yaml.safe_load_all(script.with_suffix(".yaml").read_text())
+    spec, *platform = yaml_documents(script.with_suffix(".yaml"))
     return script, spec, (platform[0] if platform else {})
 
 
