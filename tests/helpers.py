@@ -118,10 +118,17 @@ def run_nbconvert(folder: Path, *args, stdin: str | None = None, env=None,
                           capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
-def embedded_cells(tree: ast.AST) -> dict[int, list[str]]:
-    """Every ``(cell_number, 'code')`` tuple literal in a generated script's AST."""
+def embedded_cells(tree: ast.Module) -> dict[int, list[str]]:
+    """Every ``(cell_number, 'code')`` tuple literal in a generated script's AST, outside
+    the machinery every script carries (its ``_kale_*`` functions, most of the script,
+    hold no cell; ``_kale_shared_cells`` holds the shared ones)."""
     found: dict[int, list[str]] = {}
-    for node in ast.walk(tree):
+    notebook_part = [
+        node for node in tree.body
+        if not (isinstance(node, ast.FunctionDef) and node.name.startswith("_kale_")
+                and node.name != "_kale_shared_cells")
+    ]
+    for node in (n for top in notebook_part for n in ast.walk(top)):
         if (
             isinstance(node, ast.Tuple)
             and len(node.elts) == 2
