@@ -1,7 +1,7 @@
 """Test profiles: the default one a contributor runs, the exhaustive one CI runs.
 
-``make test`` runs the default profile (about 3 minutes on a quiet 2-core machine; the
-target is under two): every behaviour is covered, the property test draws 100
+``make test`` runs the default profile (under 2 minutes on a quiet 2-core machine, more
+when the machine is busy): every behaviour is covered, the property test draws 100
 notebooks, and the tests marked ``exhaustive`` (more of the same at greater cost: 2,000
 notebooks, the benchmark harness, every example's compiled YAML run with kfp.local and
 its equivalence run, not just one, the real-browser test, the heavy libraries' values
