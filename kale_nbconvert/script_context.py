@@ -31,7 +31,7 @@ SCRIPT_GLOBALS = frozenset(
         "Output",
         "PIPELINE_NAME", "EXPERIMENT_NAME", "KFP_HOST", "BASE_IMAGE", "PACKAGES", "PARAMETERS",
         "PRELOAD", "RUNTIME", "_kale_shared_cells", "build_pipeline", "pipeline",
-        "local", "_kale_component",
+        "local", "_kale_component", "restore_sources",
     }
 )
 """What ``index.py.j2`` itself defines or imports at module level (and ``build_pipeline``'s

@@ -200,6 +200,13 @@ def test_the_script_defines_no_global_the_names_do_not_know(tmp_path):
     known = SCRIPT_GLOBALS | embedded_names()
     steps = {"a_step", "b_step", "pipeline_metrics_step"}
     assert defined - known == steps
+    build = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build_pipeline")
+    own = set()  # build_pipeline's own locals, the pipeline function's body aside
+    for node in ast.walk(ast.Module(body=[s for s in build.body if not isinstance(s, ast.FunctionDef)])):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            own.add(node.id)
+    components = {"a_component", "b_component", "pipeline_metrics_component"}
+    assert own - known == components
 
 
 def test_steps_that_kubeflow_cannot_tell_apart_are_still_refused():

@@ -207,8 +207,8 @@ def _kale_cache_function_sources():
     function it ships (``additional_funcs``: the whole in-step runtime, about 90
     functions, the same for every step) with ``inspect.getsource``, which tokenizes
     each function anew: about 30 ms per step, every build (a compile, a ``--local`` or
-    ``--host`` run, ``kfp dsl compile``, an import), before anything else happens;
-    measured 2.0 s of an 18-step notebook's 2.1 s build. Nothing changes a function or
+    ``--host`` run, ``kfp dsl compile``, an import), before anything else happens
+    (an 18-step notebook's build: 0.81 s, 0.17 s with this). Nothing changes a function or
     its file while the components are made, so kfp gets the text it would have read,
     from the first read (kept by function object, only until the components are
     made). Another kfp without that helper builds as it would."""
