@@ -14,6 +14,7 @@ metadata key and what was done.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import re
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import compile_in_process, convert, make_notebook, run_script, write_script, yaml_documents
+from helpers import convert, make_notebook, run_script, write_script, yaml_documents
 from kale_nbconvert.errors import NotebookError
 from kale_nbconvert.local_runs import load_run
 from kale_nbconvert.model import RESOURCE_KEY
@@ -44,6 +45,20 @@ def error_of(nb, name="nb.ipynb") -> NotebookError:
     message = str(caught.value)
     assert "\n" not in message and caught.value.fix, message
     return caught.value
+
+
+def compile_in_process(script: Path) -> list[dict]:
+    """Import the generated script and compile its pipeline (what ``python script.py``
+    does, without a new interpreter per notebook); returns the YAML's documents (the
+    pipeline spec, then the Kubernetes platform spec if there is one)."""
+    from kfp import compiler
+
+    spec = importlib.util.spec_from_file_location(f"kale_generated_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    output = script.with_suffix(".yaml")
+    compiler.Compiler().compile(module.build_pipeline(), str(output))
+    return yaml_documents(output)
 
 
 def tasks_of(documents: list[dict]) -> set[str]:
