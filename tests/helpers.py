@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
+import itertools
 import os
 import subprocess
 import sys
@@ -60,6 +62,25 @@ def yaml_documents(path: Path) -> list:
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     return list(yaml.load_all(Path(path).read_text(encoding="utf-8"), Loader=loader))
+
+
+_imported_scripts = itertools.count()
+
+
+def compile_script_in_process(script: Path) -> Path:
+    """Import a generated script and compile the pipeline its import builds (what
+    ``kfp dsl compile --py`` compiles; ``python script.py`` builds it the same way),
+    without a new interpreter per notebook; returns the YAML it wrote beside the
+    script."""
+    from kfp import compiler
+
+    name = f"kale_generated_{next(_imported_scripts)}"
+    spec = importlib.util.spec_from_file_location(name, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    output = Path(script).with_suffix(".yaml")
+    compiler.Compiler().compile(module.pipeline, str(output))
+    return output
 
 
 def run_script(script: Path, *args, env=None, timeout=300) -> subprocess.CompletedProcess:

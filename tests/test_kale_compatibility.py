@@ -14,7 +14,6 @@ metadata key and what was done.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import re
 import shutil
@@ -23,7 +22,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import convert, make_notebook, run_script, write_script, yaml_documents
+from helpers import compile_script_in_process, convert, make_notebook, run_script, write_script, yaml_documents
 from kale_nbconvert.errors import NotebookError
 from kale_nbconvert.local_runs import load_run
 from kale_nbconvert.model import RESOURCE_KEY
@@ -45,20 +44,6 @@ def error_of(nb, name="nb.ipynb") -> NotebookError:
     message = str(caught.value)
     assert "\n" not in message and caught.value.fix, message
     return caught.value
-
-
-def compile_in_process(script: Path) -> list[dict]:
-    """Import the generated script and compile its pipeline (what ``python script.py``
-    does, without a new interpreter per notebook); returns the YAML's documents (the
-    pipeline spec, then the Kubernetes platform spec if there is one)."""
-    from kfp import compiler
-
-    spec = importlib.util.spec_from_file_location(f"kale_generated_{script.stem}", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    output = script.with_suffix(".yaml")
-    compiler.Compiler().compile(module.build_pipeline(), str(output))
-    return yaml_documents(output)
 
 
 def tasks_of(documents: list[dict]) -> set[str]:
@@ -101,7 +86,7 @@ def _chain(names, metrics=True):
 @pytest.mark.slow
 def test_any_step_name_of_the_grammar_converts_compiles_and_runs(tmp_path):
     script = write_script(_chain(NAMES), tmp_path, "names.ipynb")
-    spec = compile_in_process(script)
+    spec = yaml_documents(compile_script_in_process(script))
     # The KFP task (and component) is named after the step, not after its function.
     assert {kfp_name(name) for name in NAMES} <= tasks_of(spec)
     assert not any(task.endswith("-step") and task != "a-step" for task in tasks_of(spec))
@@ -130,7 +115,7 @@ def test_a_step_named_like_a_builtin_does_not_shadow_it(tmp_path):
     functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
     assert {"sum_step", "print_step", "os_step"} <= functions
     assert not {"sum", "print", "os"} & functions
-    assert tasks_of(compile_in_process(script)) == {"sum", "print", "os"}
+    assert tasks_of(yaml_documents(compile_script_in_process(script))) == {"sum", "print", "os"}
 
 
 def test_generated_identifiers_never_collide(tmp_path):
@@ -156,7 +141,7 @@ def test_generated_identifiers_never_collide(tmp_path):
     assert not fixed & set(identifiers)
     assert names.steps["a"].task == "a_task_2"  # the parameter 'a_task' keeps its name
     assert names.steps["_kale_run"].function == "_kale_run_step_2"  # the runtime's is kept
-    spec = compile_in_process(write_script(nb, tmp_path, "collide.ipynb"))
+    spec = yaml_documents(compile_script_in_process(write_script(nb, tmp_path, "collide.ipynb")))
     assert tasks_of(spec) == {kfp_name(name) for name in pipeline.steps} | {"createpvc", "createpvc-2"}
 
 
@@ -174,7 +159,7 @@ def test_parameters_named_like_the_scripts_own_names_work(tmp_path):
     ], metadata={"volumes": [{"name": "data", "mount_point": "/data", "type": "new_pvc",
                               "size": 1, "size_type": "Gi"}]})
     script = write_script(nb, tmp_path, "params.ipynb")
-    spec, platform = compile_in_process(script)
+    spec, platform = yaml_documents(compile_script_in_process(script))
     assert "createpvc" in tasks_of([spec]) and "/data" in json.dumps(platform)
     assert '"team"' in json.dumps(platform)
     result = run_script(script, "--local", "--param", "dsl=yz")
@@ -253,7 +238,7 @@ def test_rok_volumes_and_keys_convert_with_one_warning_that_says_what_to_do(tmp_
         assert fragment in warning, (fragment, warning)
     assert [v.name for v in pipeline.volumes] == ["restored", "team-data"]
     script = write_script(nb, tmp_path, "rok.ipynb")
-    spec, platform = compile_in_process(script)
+    spec, platform = yaml_documents(compile_script_in_process(script))
     text = json.dumps(platform)  # the Kubernetes platform spec
     assert "team-data" in text and "/restored" in text
     assert "workspace-nb-abc12" not in text and "/home/jovyan" not in text
@@ -272,7 +257,7 @@ def test_following_the_rok_fix_mounts_a_pvc_of_ones_own(tmp_path):
     _, pipeline = plan(make_notebook(SMALL, metadata=metadata))
     assert not [w for w in pipeline.warnings if "Rok" in w]
     script = write_script(make_notebook(SMALL, metadata=metadata), tmp_path, "fixed.ipynb")
-    text = json.dumps(compile_in_process(script)[1])
+    text = json.dumps(yaml_documents(compile_script_in_process(script))[1])
     assert "my-workspace" in text and "/home/jovyan" in text
 
 
@@ -539,7 +524,7 @@ def test_a_published_kale_notebook_converts_and_compiles(notebook, tmp_path):
         assert WHAT.search(warning), f"does not say what was done: {warning}"
     path = tmp_path / (notebook.stem + ".py")
     path.write_text(script, encoding="utf-8")
-    spec = compile_in_process(path)
+    spec = yaml_documents(compile_script_in_process(path))
     steps = [step.name for step in pipeline.steps.values()]
     assert tasks_of(spec) == {kfp_name(name) for name in steps}
 

@@ -13,7 +13,6 @@ runs): 2,000 notebooks, every 10th script compiled with kfp in-process; ``kale-d
 from __future__ import annotations
 
 import ast
-import importlib.util
 import itertools
 import os
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import convert, embedded_cells, make_notebook
+from helpers import compile_script_in_process, convert, embedded_cells, make_notebook
 from kale_nbconvert.errors import NotebookError
 from kale_nbconvert.magics import ipython_to_python
 from kale_nbconvert.model import RESOURCE_KEY
@@ -165,21 +164,12 @@ def notebooks(draw):
     return make_notebook(cells, metadata), name + ".ipynb"
 
 
-_counter = itertools.count()
-
-
 def compile_with_kfp(script: str) -> None:
-    """Import the generated module from a file (as kfp needs its source) and compile."""
-    from kfp import compiler
-
+    """Write the generated module to a file (kfp needs its source) and compile it."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "generated.py"
         path.write_text(script, encoding="utf-8")
-        spec = importlib.util.spec_from_file_location(f"kale_generated_{next(_counter)}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        compiler.Compiler().compile(module.build_pipeline(), str(Path(folder) / "p.yaml"))
-        assert (Path(folder) / "p.yaml").stat().st_size > 0
+        assert compile_script_in_process(path).stat().st_size > 0
 
 
 _scripts = itertools.count(1)
