@@ -22,7 +22,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import compile_script_in_process, convert, make_notebook, run_script, write_script, yaml_documents
+import helpers
+from helpers import compiled_documents, convert, make_notebook, run_script, write_script, yaml_documents
 from kale_nbconvert.errors import NotebookError
 from kale_nbconvert.local_runs import load_run
 from kale_nbconvert.model import RESOURCE_KEY
@@ -86,7 +87,7 @@ def _chain(names, metrics=True):
 @pytest.mark.slow
 def test_any_step_name_of_the_grammar_converts_compiles_and_runs(tmp_path):
     script = write_script(_chain(NAMES), tmp_path, "names.ipynb")
-    spec = yaml_documents(compile_script_in_process(script))
+    spec = compiled_documents(script)
     # The KFP task (and component) is named after the step, not after its function.
     assert {kfp_name(name) for name in NAMES} <= tasks_of(spec)
     assert not any(task.endswith("-step") and task != "a-step" for task in tasks_of(spec))
@@ -115,7 +116,7 @@ def test_a_step_named_like_a_builtin_does_not_shadow_it(tmp_path):
     functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
     assert {"sum_step", "print_step", "os_step"} <= functions
     assert not {"sum", "print", "os"} & functions
-    assert tasks_of(yaml_documents(compile_script_in_process(script))) == {"sum", "print", "os"}
+    assert tasks_of(compiled_documents(script)) == {"sum", "print", "os"}
 
 
 def test_generated_identifiers_never_collide(tmp_path):
@@ -141,7 +142,7 @@ def test_generated_identifiers_never_collide(tmp_path):
     assert not fixed & set(identifiers)
     assert names.steps["a"].task == "a_task_2"  # the parameter 'a_task' keeps its name
     assert names.steps["_kale_run"].function == "_kale_run_step_2"  # the runtime's is kept
-    spec = yaml_documents(compile_script_in_process(write_script(nb, tmp_path, "collide.ipynb")))
+    spec = compiled_documents(write_script(nb, tmp_path, "collide.ipynb"))
     assert tasks_of(spec) == {kfp_name(name) for name in pipeline.steps} | {"createpvc", "createpvc-2"}
 
 
@@ -159,7 +160,7 @@ def test_parameters_named_like_the_scripts_own_names_work(tmp_path):
     ], metadata={"volumes": [{"name": "data", "mount_point": "/data", "type": "new_pvc",
                               "size": 1, "size_type": "Gi"}]})
     script = write_script(nb, tmp_path, "params.ipynb")
-    spec, platform = yaml_documents(compile_script_in_process(script))
+    spec, platform = compiled_documents(script)
     assert "createpvc" in tasks_of([spec]) and "/data" in json.dumps(platform)
     assert '"team"' in json.dumps(platform)
     result = run_script(script, "--local", "--param", "dsl=yz")
@@ -238,7 +239,7 @@ def test_rok_volumes_and_keys_convert_with_one_warning_that_says_what_to_do(tmp_
         assert fragment in warning, (fragment, warning)
     assert [v.name for v in pipeline.volumes] == ["restored", "team-data"]
     script = write_script(nb, tmp_path, "rok.ipynb")
-    spec, platform = yaml_documents(compile_script_in_process(script))
+    spec, platform = compiled_documents(script)
     text = json.dumps(platform)  # the Kubernetes platform spec
     assert "team-data" in text and "/restored" in text
     assert "workspace-nb-abc12" not in text and "/home/jovyan" not in text
@@ -257,7 +258,7 @@ def test_following_the_rok_fix_mounts_a_pvc_of_ones_own(tmp_path):
     _, pipeline = plan(make_notebook(SMALL, metadata=metadata))
     assert not [w for w in pipeline.warnings if "Rok" in w]
     script = write_script(make_notebook(SMALL, metadata=metadata), tmp_path, "fixed.ipynb")
-    text = json.dumps(yaml_documents(compile_script_in_process(script))[1])
+    text = json.dumps(compiled_documents(script)[1])
     assert "my-workspace" in text and "/home/jovyan" in text
 
 
@@ -524,9 +525,23 @@ def test_a_published_kale_notebook_converts_and_compiles(notebook, tmp_path):
         assert WHAT.search(warning), f"does not say what was done: {warning}"
     path = tmp_path / (notebook.stem + ".py")
     path.write_text(script, encoding="utf-8")
-    spec = yaml_documents(compile_script_in_process(path))
+    spec = compiled_documents(path)
     steps = [step.name for step in pipeline.steps.values()]
     assert tasks_of(spec) == {kfp_name(name) for name in steps}
+
+
+def test_the_documents_taken_from_the_built_specs_are_the_yaml_kfp_writes(tmp_path):
+    """The default profile reads a compile's documents from the specs kfp built on
+    import (``compiled_documents``); they must be what kfp's own YAML holds, platform
+    spec included (Kale's serving example sets Kubernetes fields)."""
+    notebook = KALE_NOTEBOOKS / "kale__examples__serving__sklearn__iris.ipynb"
+    shutil.copy(notebook, tmp_path / notebook.name)
+    script, _ = plan(nbformat.read(tmp_path / notebook.name, as_version=4), notebook.name)
+    path = tmp_path / "iris.py"
+    path.write_text(script, encoding="utf-8")
+    from_specs = helpers.compiled_documents(path)
+    assert len(from_specs) == 2  # the pipeline spec and the platform spec
+    assert from_specs == yaml_documents(helpers.compile_script_in_process(path))
 
 
 def test_a_long_notebook_name_still_gives_a_pipeline_kfp_compiles(tmp_path):
