@@ -144,3 +144,35 @@ def test_each_cell_runs_byte_exact_in_its_step(tmp_path):
     for step, source in sources.items():
         # linecache keeps the lines as splitlines(True) gave them: \r\n survives
         assert (out / step).read_bytes() == source.encode("utf-8"), step
+
+
+def test_line_breaks_and_control_characters_in_defaults_keep_the_yaml_readable(tmp_path):
+    """kfp heads the YAML with comments showing the description and each default as it
+    is: a default with a line break would end its comment and put the rest in the YAML
+    as data, and U+0084 made PyYAML (kfp's loader) refuse the file. The script writes
+    those characters as escapes there; the documents keep the exact values, from the
+    notebook and from --param alike."""
+    from helpers import yaml_documents
+
+    values = {"query": "select *\nfrom t\nwhere: 1", "ret": "a\rb", "c1": "x\x84y\x00z",
+              "sep": "p\u2028q", "plain": "café"}
+    cell = "\n".join(f"{name} = {value!r}" for name, value in values.items())
+    nb = make_notebook(
+        [(cell, ["pipeline-parameters"]), ("n = len(query + ret + c1 + sep + plain)", ["step:count"])],
+        metadata={"pipeline_description": "Counts.\nSecond line \x84 here."},
+    )
+    script = write_script(nb, tmp_path, "defaults.ipynb")
+    for args in ((), ("--param", "ret=line one\nline two", "--output", "override.yaml")):
+        result = run_script(script, *args)
+        assert result.returncode == 0, result.stderr
+        output = tmp_path / (args[-1] if args else "defaults.yaml")
+        documents = yaml_documents(output)  # raises if a reader refuses the file
+        assert len(documents) == 1
+        parameters = documents[0]["root"]["inputDefinitions"]["parameters"]
+        expected = dict(values, ret="line one\nline two") if args else values
+        assert {name: parameters[name]["defaultValue"] for name in values} == expected
+        header = output.read_text(encoding="utf-8").split("components:")[0]
+        assert all(line.startswith("#") for line in header.splitlines()), header
+        assert "#    query: str [Default: 'select *\\nfrom t\\nwhere: 1']" in header
+        assert "x\\x84y\\x00z" in header and "p\\u2028q" in header and "café" in header
+        assert "# Description: Counts.\n#              Second line \\x84 here." in header

@@ -193,15 +193,73 @@ def _kale_main(build_pipeline, parameters, packages, script, argv=None,
             use_cache=args.cache, script=script, preload=None if args.isolated else preload,
             base_image=base_image, jobs=args.jobs or os.cpu_count() or 1,
         )
-    from kfp import compiler
-
     if cluster_run:
         pipeline = build_pipeline()
-        compiler.Compiler().compile(pipeline, args.output)
+        _kale_compile(pipeline, args.output)
         return _kale_submit(args, arguments, _kale_task_order(pipeline.pipeline_spec))
-    compiler.Compiler().compile(build_pipeline(), args.output, pipeline_parameters=arguments or None)
+    _kale_compile(build_pipeline(), args.output, arguments or None)
     print(f"Pipeline compiled to {args.output}", file=sys.stderr)
     return 0
+
+
+def _kale_compile(pipeline, output, arguments=None):
+    """Compile ``pipeline`` to the YAML file ``output`` with kfp, and keep the file
+    readable: kfp heads it with comments that show the pipeline's description and its
+    inputs' defaults as they are, so a default holding a line break (a query written
+    over several lines) ends its comment line and the rest lands in the YAML as data,
+    and a control character (U+0084) makes every YAML reader refuse the whole file
+    (kfp's own loader and a cluster's upload too). The documents themselves are
+    escaped by the YAML writer. Where the header needs it, it is written again with
+    those characters as Python escapes (``\\n``, ``\\x84``): it is commentary, nothing
+    reads it. The header is rebuilt with kfp's own function and replaced only when the
+    file starts with it, so another kfp's layout is left as it wrote it."""
+    from kfp import compiler
+
+    compiler.Compiler().compile(pipeline, output, pipeline_parameters=arguments)
+    try:
+        from google.protobuf import json_format
+        from kfp.compiler import pipeline_spec_builder as builder
+
+        spec = builder.modify_pipeline_spec_with_override(
+            pipeline_spec=pipeline.pipeline_spec, pipeline_name=None,
+            pipeline_parameters=arguments)
+        shown = {"pipelineInfo": {"name": spec.pipeline_info.name}, "root": {}}
+        for key, field in (("inputDefinitions", "input_definitions"),
+                           ("outputDefinitions", "output_definitions")):
+            if spec.root.HasField(field):
+                shown["root"][key] = json_format.MessageToDict(getattr(spec.root, field))
+        header = builder.extract_comments_from_pipeline_spec(shown, pipeline.description)
+        readable = builder.extract_comments_from_pipeline_spec(
+            _kale_comment_safe(shown, False), _kale_comment_safe(pipeline.description, True))
+    except (ImportError, AttributeError, KeyError, TypeError, ValueError):
+        return  # another kfp: its file as it wrote it
+    if readable == header:
+        return
+    with open(output, encoding="utf-8", newline="") as stream:
+        text = stream.read()
+    if text.startswith(header):
+        with open(output, "w", encoding="utf-8", newline="") as stream:
+            stream.write(readable + text[len(header):])
+
+
+def _kale_comment_safe(value, keep_line_breaks):
+    """``value`` (a string, or the dicts and lists holding them) with every character
+    that would break a YAML comment line as a Python escape: line breaks (unless
+    ``keep_line_breaks``: kfp splits a description into comment lines itself) and the
+    characters YAML readers refuse."""
+    import re
+
+    if isinstance(value, dict):
+        return {key: _kale_comment_safe(item, keep_line_breaks) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_kale_comment_safe(item, keep_line_breaks) for item in value]
+    if not isinstance(value, str):
+        return value
+    # what YAML allows in a stream, less what ends a line
+    allowed = "\t\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff"
+    if keep_line_breaks:
+        allowed += "\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029"  # what str.splitlines splits on
+    return re.sub(f"[^{allowed}]", lambda m: m.group().encode("unicode_escape").decode("ascii"), value)
 
 
 def _kale_parse_jobs(text):
